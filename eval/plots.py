@@ -1,0 +1,68 @@
+"""Plots of loss curves: log-scale x, one colour per family, one line style per n_ctx, one marker per
+shape within a family. Agg backend: no display needed (CI, Slurm nodes)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from eval.runs import AXIS_LABELS, Run  # noqa: E402
+
+FAMILY_COLOURS = {"mixer": "tab:blue", "llama": "tab:orange", "gpt": "tab:green"}
+_EXTRA_COLOURS = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+LINE_STYLES = ["-", "--", ":", "-."]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+
+
+def family_colour(family: str) -> str:
+    if family not in FAMILY_COLOURS:
+        FAMILY_COLOURS[family] = _EXTRA_COLOURS[(len(FAMILY_COLOURS) - 3) % len(_EXTRA_COLOURS)]
+    return FAMILY_COLOURS[family]
+
+
+def style_maps(runs: list[Run]) -> tuple[dict[int, str], dict[str, str]]:
+    ctxs = sorted({r.n_ctx for r in runs})
+    archs = sorted({r.arch for r in runs})
+    per_family: dict[str, int] = {}
+    markers = {}
+    for arch in archs:
+        fam = arch.split()[0]
+        markers[arch] = MARKERS[per_family.get(fam, 0) % len(MARKERS)]
+        per_family[fam] = per_family.get(fam, 0) + 1
+    return {c: LINE_STYLES[i % len(LINE_STYLES)] for i, c in enumerate(ctxs)}, markers
+
+
+def plot_curves(runs: list[Run], axis: str, out_png: str | Path, title: str = "") -> Path:
+    """Validation loss (left) and bits per byte (right) against `axis` for every run."""
+    out_png = Path(out_png)
+    styles, markers = style_maps(runs)
+    has_bpb = any(r.curve(axis).bpb.size and (r.curve(axis).bpb == r.curve(axis).bpb).any() for r in runs)
+    ncols = 2 if has_bpb else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6.2 * ncols, 4.4), squeeze=False)
+    labelled: set[str] = set()
+    for run in sorted(runs, key=lambda r: (r.family, r.n_ctx, r.arch, r.seed)):
+        curve = run.curve(axis)
+        label = f"{run.arch}, ctx {run.n_ctx}"
+        kw = dict(color=family_colour(run.family), linestyle=styles[run.n_ctx], marker=markers[run.arch],
+                  markersize=3.5, linewidth=1.4, alpha=0.85)
+        for ax, y in zip(axes[0], (curve.loss, curve.bpb)):
+            ax.plot(curve.x, y, label=None if label in labelled else label, **kw)
+        labelled.add(label)
+    for ax, ylabel in zip(axes[0], ("validation loss (nats/token)", "validation bits per byte")):
+        ax.set_xscale("log")
+        ax.set_xlabel(AXIS_LABELS[axis])
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)  # rename after the write: a reader never sees half a PNG
+    plt.close(fig)
+    tmp.replace(out_png)
+    return out_png
