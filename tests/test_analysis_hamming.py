@@ -1,0 +1,106 @@
+"""The modified Hamming metric: invertible model -> 0, constant model -> chance, reproducible."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from eval.hamming import TOP_K, decode_topk, embedding_pinv, hamming, hamming_by_depth, step_sizes
+
+VOCAB, D, T = 256, 64, 16
+
+
+class ToyModel(nn.Module):
+    """The part of the model interface the metric uses, with chosen blocks."""
+
+    def __init__(self, blocks: list[nn.Module], positions: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embedding = nn.Embedding(VOCAB, D)
+        self.position = nn.Embedding(T, D) if positions else None
+        self.blocks = nn.ModuleList(blocks)
+
+    def embed(self, ids):
+        x = self.embedding(ids)
+        if self.position is not None:
+            x = x + self.position(torch.arange(ids.size(1)))
+        return x
+
+    def forward_blocks(self, x, n_blocks=None):
+        for block in self.blocks[:n_blocks] if n_blocks is not None else self.blocks:
+            x = block(x)
+        return x
+
+
+class Constant(nn.Module):
+    """Maps every input to the same output (its gradient w.r.t. the input is zero)."""
+
+    def __init__(self):
+        super().__init__()
+        self.value = nn.Parameter(torch.randn(D))
+
+    def forward(self, x):
+        return self.value.expand_as(x) + 0.0 * x
+
+
+def _ids(n=8, seed=1):
+    return torch.randint(0, VOCAB, (n, T), generator=torch.Generator().manual_seed(seed))
+
+
+def test_step_sizes_decay_linearly_to_a_tenth():
+    sizes = step_sizes(0.5, 11)
+    assert sizes[0] == pytest.approx(0.5) and sizes[-1] == pytest.approx(0.05)
+    assert all(a > b for a, b in zip(sizes, sizes[1:]))
+
+
+def test_pinv_decodes_embeddings_exactly():
+    model = ToyModel([])
+    ids = _ids()
+    top = decode_topk(model.embedding(ids).detach(), embedding_pinv(model))
+    assert (top[..., 0] == ids).all()
+
+
+def test_identity_blocks_give_zero():
+    model = ToyModel([nn.Identity(), nn.Identity()])
+    res = hamming(model, _ids(), steps=200, lr=0.05)
+    assert res.mean == 0.0 and res.final_l1 < 0.05
+
+
+def test_positional_offset_is_removed_before_decoding():
+    model = ToyModel([nn.Identity()], positions=True)
+    assert hamming(model, _ids(), steps=200, lr=0.05).mean == 0.0
+
+
+def test_constant_model_gives_chance():
+    model = ToyModel([Constant()])
+    res = hamming(model, _ids(n=32), steps=20, lr=0.05)
+    chance = 1 - TOP_K / VOCAB
+    assert abs(res.mean - chance) < 0.02
+    assert len(res.per_sample) == 32 and res.std > 0
+
+
+def test_fixed_seed_reproducible_and_seed_matters():
+    model = ToyModel([nn.Sequential(nn.Linear(D, D), nn.Tanh())])
+    a = hamming(model, _ids(), steps=30, lr=0.05, seed=3)
+    b = hamming(model, _ids(), steps=30, lr=0.05, seed=3)
+    c = hamming(model, _ids(), steps=30, lr=0.05, seed=4)
+    assert a.per_sample == b.per_sample and a.final_l1 == b.final_l1
+    assert a.final_l1 != c.final_l1
+
+
+def test_depths_and_pad_mask():
+    # block 1 is the identity, block 2 destroys the input: h rises with depth
+    model = ToyModel([nn.Identity(), Constant()])
+    results = hamming_by_depth(model, _ids(n=16), [1, 2], steps=150, lr=0.05)
+    assert [r.depth for r in results] == [1, 2]
+    assert results[0].mean == 0.0 and results[1].mean > 0.9
+    # pad positions are not counted: a mask with one real position per sample
+    mask = torch.zeros(16, T, dtype=torch.bool)
+    mask[:, 0] = True
+    res = hamming(model, _ids(n=16), depth=2, steps=5, lr=0.05, pad_mask=mask)
+    assert all(h in (0.0, 1.0) for h in res.per_sample)
+
+
+def test_bad_depth_is_named():
+    with pytest.raises(ValueError, match="depth 5"):
+        hamming(ToyModel([nn.Identity()]), _ids(), depth=5, steps=1)
