@@ -197,3 +197,15 @@ def check_comparable(runs: list[Run], allow_unknown: bool = False) -> dict[str, 
                     f"{theirs!r} vs {mine!r}; their losses are not on the same scale. "
                     "Compare only runs evaluated on the same prepared validation split and tokenizer")
     return dict(ref.validation)
+
+
+def run_params(run: Run, kind: str = "non_embedding") -> float:
+    """Parameter count of a run's model: recorded by the run when it did (metrics key `params_{kind}`),
+    else from the models' own accounting on the run's [model] config (no model is built)."""
+    for row in run.metrics:
+        if row.get(f"params_{kind}"):
+            return float(row[f"params_{kind}"])
+    from pretrain.config import ModelConfig
+    from pretrain.models.flops import param_counts
+    from stackcore.config import from_dict
+    return float(param_counts(from_dict(ModelConfig, run.model))[kind])
