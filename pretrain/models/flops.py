@@ -1,0 +1,79 @@
+"""The one source of truth for FLOPs, parameter counts and memory of a model config.
+
+Everything here needs only the `[model]` config (no built model, no torch import), so the Slurm
+launcher, the sweep planner and the eval harness can use it cheaply.
+
+FLOP convention (used by training logs, MFU and eval):
+- matmul FLOPs only (2 per multiply-add); norms, activations, softmax, masks and biases are free;
+- embedding lookups are free; the lm_head counts;
+- training = forward + backward = 3 x forward;
+- token mixing and attention are counted DENSELY: a masked n x n mixing matrix costs 2*T*d per
+  token forward (it is computed as a full matmul), attention 4*T*d (QK^T and AV). This dense count
+  is what the hardware executes and what MFU uses. `useful=True` counts only the causal half of
+  mixing/attention (the entries the mask keeps), for comparing with papers that report it.
+"""
+from __future__ import annotations
+
+
+def _forward_block_flops(cfg, t: int, useful: bool) -> float:
+    """Forward matmul FLOPs per token of one block at sequence length t."""
+    d, m = cfg.d_model, cfg.ffn_mult
+    seq = 0.5 if useful else 1.0  # causal fraction of the sequence-axis terms
+    if cfg.family == "mixer":
+        k, e = cfg.kernel, cfg.expansion
+        mixing = 2 * e * t * d * (k + 1) if e > 0 else 2 * k * t * d
+        heads_proj = 4 * d * d if cfg.heads > 1 else 0
+        ffn = 2 * d * d if cfg.linear else 4 * m * d * d
+        return seq * mixing + heads_proj + ffn
+    attention = 4 * t * d
+    projections = 8 * d * d
+    ffn = 6 * m * d * d if cfg.family == "llama" else 4 * m * d * d
+    return seq * attention + projections + ffn
+
+
+def forward_flops_per_token(model_cfg, n_ctx: int | None = None, useful: bool = False) -> float:
+    t = n_ctx or model_cfg.n_ctx
+    lm_head = 2 * model_cfg.d_model * model_cfg.vocab_size
+    return model_cfg.n_layers * _forward_block_flops(model_cfg, t, useful) + lm_head
+
+
+def training_flops_per_token(model_cfg, n_ctx: int | None = None, useful: bool = False) -> float:
+    """Forward + backward (3x forward) matmul FLOPs per token at sequence length n_ctx (default:
+    the model's). Dense by default; `useful=True` counts only the causal half of mixing/attention."""
+    model_cfg = getattr(model_cfg, "model", model_cfg)
+    return 3.0 * forward_flops_per_token(model_cfg, n_ctx, useful)
+
+
+def _block_params(cfg) -> int:
+    d, m, n = cfg.d_model, cfg.ffn_mult, cfg.n_ctx
+    if cfg.family == "mixer":
+        h, k, e = cfg.heads, cfg.kernel, cfg.expansion
+        if e > 0:  # expand: e x k blocks, bias e*n; contract: 1 x e blocks, bias n (per head)
+            mixing = h * (e * k * n * n + e * n + e * n * n + n)
+        else:
+            mixing = h * (k * n * n + n)
+        heads_proj = 2 * (d * d + d) if h > 1 else 0
+        ffn = d * d + d if cfg.linear else 2 * m * d * d + m * d + d
+        norms = 4 * d if cfg.norm and not cfg.linear else 0
+        return mixing + heads_proj + ffn + norms
+    if cfg.family == "llama":
+        return 4 * d * d + 3 * m * d * d + 2 * d
+    # gpt: qkv + out with biases, GELU MLP with biases, two LayerNorms
+    return 4 * d * d + 4 * d + 2 * m * d * d + m * d + d + 4 * d
+
+
+def param_counts(model_cfg) -> dict:
+    """{'total', 'non_embedding', 'embedding'}: distinct parameters (a tied lm_head counts once);
+    non_embedding excludes token/position embeddings and the (untied) lm_head."""
+    cfg = getattr(model_cfg, "model", model_cfg)
+    d, v = cfg.d_model, cfg.vocab_size
+    embedding = v * d + (0 if cfg.tie_embeddings else v * d)
+    if cfg.family == "gpt":
+        embedding += cfg.n_ctx * d
+    final = 0
+    if cfg.family == "mixer" and cfg.final_norm and not cfg.linear:
+        final = 2 * d
+    elif cfg.family == "llama":
+        final = d
+    non_embedding = cfg.n_layers * _block_params(cfg) + final
+    return {"total": non_embedding + embedding, "non_embedding": non_embedding, "embedding": embedding}

@@ -1,0 +1,64 @@
+"""Llama-style transformer: RMSNorm, RoPE (theta 10,000 by default), SwiGLU FFN, causal
+`scaled_dot_product_attention`, no biases, untied by default, final RMSNorm before the lm_head."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pretrain.models.common import CausalLM, SwiGLU
+
+
+def rope_tables(n_ctx: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin [n_ctx, head_dim/2] for the rotate-half form of rotary embeddings."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(n_ctx, dtype=torch.float64), inv_freq)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, H, T, hd]; rotates the pairs (x[..., i], x[..., i + hd/2]) by position-dependent angles."""
+    t = x.size(-2)
+    cos, sin = cos[:t].to(x.dtype), sin[:t].to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+class RopeAttention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.heads = cfg.heads
+        self.head_dim = cfg.d_model // cfg.heads
+        if self.head_dim % 2:
+            raise ValueError(f"llama: head dim d_model/heads = {self.head_dim} must be even for RoPE")
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        cos, sin = rope_tables(cfg.n_ctx, self.head_dim, cfg.rope_theta)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(q, self.cos, self.sin), apply_rope(k, self.cos, self.sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.d_model, eps=1e-6)
+        self.attn = RopeAttention(cfg)
+        self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=1e-6)
+        self.ffn = SwiGLU(cfg.d_model, cfg.ffn_mult * cfg.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x))
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class Llama(CausalLM):
+    def __init__(self, cfg):
+        super().__init__(cfg, final_norm=nn.RMSNorm(cfg.d_model, eps=1e-6))
+        self.blocks = nn.ModuleList(LlamaBlock(cfg) for _ in range(cfg.n_layers))
