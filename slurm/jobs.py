@@ -1,0 +1,74 @@
+"""Job records in a run directory: `runs/NAME/slurm/jobs.jsonl`, one JSON object per event.
+
+    {"event": "submitted", "job_id": "12", "time": ...}                      (launcher)
+    {"event": "started", "job_id": "12", "restart": 0, "host": "vm", ...}    (rank 0 of each allocation)
+    {"event": "requeued"|"completed"|"failed", "job_id": "12", ...}         (rank 0 at the end of one)
+
+`slurm status` reads these beside the trainer's metrics. Appends are whole lines written with one
+`write` call (O_APPEND), so concurrent writers never interleave within a line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from stackcore import rundir
+
+JOBS_FILE = "jobs.jsonl"
+FAILURE_FILE = "failure.txt"  # the traceback of the last failed allocation
+
+
+def slurm_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / rundir.SLURM
+
+
+def record(run_dir: str | Path, event: str, **fields: Any) -> None:
+    row = {"event": event, "time": round(time.time(), 3), "host": socket.gethostname(), **fields}
+    path = slurm_dir(run_dir) / JOBS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(row, sort_keys=True) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def read(run_dir: str | Path) -> list[dict[str, Any]]:
+    """All job events of a run; a torn last line (a killed writer) is ignored."""
+    path = slurm_dir(run_dir) / JOBS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def job_ids(run_dir: str | Path) -> list[str]:
+    """Distinct Slurm job ids this run has used, in order of first appearance."""
+    seen: list[str] = []
+    for row in read(run_dir):
+        jid = str(row.get("job_id", ""))
+        if jid and jid not in seen:
+            seen.append(jid)
+    return seen
+
+
+def requeue_count(run_dir: str | Path) -> int:
+    return sum(1 for row in read(run_dir) if row.get("event") == "requeued")
+
+
+def write_failure(run_dir: str | Path, text: str) -> Path:
+    from data_prep.format import atomic_write_bytes  # the project's one atomic writer
+
+    path = slurm_dir(run_dir) / FAILURE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, text.encode())
+    return path

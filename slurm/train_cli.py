@@ -1,0 +1,92 @@
+"""`python -m slurm train --config FILE [--section.key value ...] [launcher flags] [--dry-run] [--wait]`.
+
+Launcher flags (--nodes, --gpus-per-node, --time, ...) are written into the config's `[slurm]` section
+as overrides, so the run's resolved config.toml records how it was launched and a requeued job reads
+the same values.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pretrain.config import RunConfig
+from slurm import jobs, launch
+from slurm.train_task import TrainTask
+from stackcore.config import ConfigError, load_config
+
+# flag -> key of the [slurm] section
+LAUNCHER_FLAGS = {"nodes": int, "gpus_per_node": int, "tasks_per_node": int, "partition": str, "account": str,
+                  "qos": str, "time": str, "constraint": str, "mem": str, "cpus_per_task": int,
+                  "signal_lead_s": int, "max_requeues": int}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m slurm train", allow_abbrev=False,
+                                description="Submit a training run (one config file) as a Slurm job.",
+                                epilog="Other --section.key value pairs override the config, as in pretrain.train.")
+    p.add_argument("--config", required=True, help="run config TOML (its [slurm] section gives the defaults)")
+    for key, typ in LAUNCHER_FLAGS.items():
+        p.add_argument("--" + key.replace("_", "-"), dest=key, type=typ, default=None, help=f"slurm.{key}")
+    p.add_argument("--dry-run", action="store_true", help="print the sbatch script and exit")
+    p.add_argument("--wait", action="store_true", help="wait for the job; exit 1 with its traceback on failure")
+    return p
+
+
+def resolve(argv: list[str]) -> tuple[argparse.Namespace, list[str], RunConfig]:
+    """(launcher args, the trainer's argv, the resolved config)."""
+    args, overrides = parser().parse_known_args(argv)
+    for key in LAUNCHER_FLAGS:
+        value = getattr(args, key)
+        if value is not None:
+            overrides += [f"--slurm.{key}", str(value) if not isinstance(value, str) else f'"{value}"']
+    config = str(Path(args.config).resolve())
+    cfg = load_config(RunConfig, config, overrides)
+    return args, ["--config", config, *overrides], cfg
+
+
+def run_dir_of(cfg: RunConfig) -> Path:
+    return (Path(cfg.run.dir) / cfg.run.name).resolve()
+
+
+def submit(train_argv: list[str], cfg: RunConfig, dry_run: bool = False):
+    """Queue one training job; returns the submitit Job (or the sbatch script text when dry_run)."""
+    run_dir = run_dir_of(cfg)
+    folder = Path(cfg.slurm.folder) if cfg.slurm.folder else jobs.slurm_dir(run_dir)
+    executor = launch.make_executor(cfg.slurm, folder, job_name=cfg.run.name)
+    if dry_run:
+        return launch.sbatch_script(executor)
+    job = executor.submit(TrainTask(train_argv, run_dir, cfg.slurm.max_requeues))
+    jobs.record(run_dir, "submitted", job_id=job.job_id, folder=str(folder))
+    return job
+
+
+def wait(job, run_dir: Path) -> int:
+    """Blocks until the job ends; prints the failure (traceback included) and returns 1 when it failed."""
+    import submitit
+
+    try:
+        job.results()
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as exc:
+        failure = jobs.slurm_dir(run_dir) / jobs.FAILURE_FILE
+        print(f"Slurm job {job.job_id} failed (run directory {run_dir}; traceback also in {failure}):\n{exc}",
+              file=sys.stderr)
+        return 1
+    print(f"Slurm job {job.job_id} completed after {jobs.requeue_count(run_dir)} requeue(s): {run_dir}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args, train_argv, cfg = resolve(argv)
+        out = submit(train_argv, cfg, dry_run=args.dry_run)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(out)
+        return 0
+    run_dir = run_dir_of(cfg)
+    print(f"submitted Slurm job {out.job_id}: run directory {run_dir}, logs in {jobs.slurm_dir(run_dir)}; "
+          f"watch with `python -m slurm status {run_dir}`")
+    return wait(out, run_dir) if args.wait else 0

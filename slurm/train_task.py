@@ -1,0 +1,143 @@
+"""What runs in every task of a Slurm training job: rendezvous from the Slurm environment, then the
+same entry as `python -m pretrain.train`, then requeue-or-finish.
+
+Preemption and time limits: Slurm signals every task (SIGUSR1 `signal_lead_s` ahead of the limit,
+SIGTERM on `scontrol requeue` / preemption). The trainer turns that into one collective DeepSpeed
+checkpoint on all ranks and returns EXIT_PREEMPTED; rank 0 then asks Slurm to requeue the job (same
+job id, same run directory), and every rank exits without a submitit result, so the requeued
+allocation runs this task again and the trainer resumes from the checkpoint (`checkpoint.resume=auto`).
+Any other ending is final: a failure writes its traceback to `runs/NAME/slurm/failure.txt` and raises,
+so submitit hands it to the launcher and the job is not requeued.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from slurm import jobs
+
+DEFAULT_ENTRY = "pretrain.train:main"
+# How many signals arrived before the trainer installed its own handlers (kept for the record).
+_early_signals: list[int] = []
+
+
+def _resolve(entry: str) -> Callable[[list[str]], int]:
+    module, _, name = entry.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def exit_preempted() -> int:
+    from pretrain.train import EXIT_PREEMPTED  # the trainer owns the code
+
+    return int(EXIT_PREEMPTED)
+
+
+def set_distributed_env(env: Any) -> dict[str, str]:
+    """MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK from submitit's JobEnvironment (torch.distributed's
+    env:// rendezvous). The port is derived from the job id, so two jobs on one node do not collide."""
+    job_id = int(os.environ.get("SLURM_JOB_ID", "0"))
+    values = {
+        "MASTER_ADDR": env.hostnames[0],
+        "MASTER_PORT": str(20000 + job_id % 20000),
+        "RANK": str(env.global_rank),
+        "WORLD_SIZE": str(env.num_tasks),
+        "LOCAL_RANK": str(env.local_rank),
+        "LOCAL_WORLD_SIZE": str(max(1, env.num_tasks // env.num_nodes)),
+        "NODE_RANK": str(env.node),
+    }
+    os.environ.update(values)
+    return values
+
+
+def _note_signal(signum: int, frame: Any) -> None:
+    # Until the trainer installs its handlers (and after it restores them), a signal must neither kill
+    # the task nor reach submitit's handler, which would requeue behind the trainer's back.
+    _early_signals.append(signum)
+
+
+def _failure_from_status(run_dir: Path) -> str:
+    """The trainer's own account of a failure (status.json), when it wrote one."""
+    import json
+
+    path = run_dir / "status.json"
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    return str(status.get("traceback") or status.get("error") or status.get("message") or "")
+
+
+class TrainTask:
+    """Picklable job function: `TrainTask(argv, run_dir)()` in each Slurm task."""
+
+    def __init__(self, argv: list[str], run_dir: str | Path, max_requeues: int, entry: str = DEFAULT_ENTRY,
+                 preempted_code: int | None = None):
+        self.argv = list(argv)
+        self.preempted_code = preempted_code  # None: pretrain.train.EXIT_PREEMPTED
+        self.run_dir = str(Path(run_dir).resolve())
+        self.max_requeues = max_requeues
+        self.entry = entry
+
+    def __call__(self) -> dict[str, Any]:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
+            signal.signal(sig, _note_signal)
+        dist = set_distributed_env(env)
+        rank, run_dir = env.global_rank, Path(self.run_dir)
+        restart = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        if rank == 0:
+            jobs.record(run_dir, "started", job_id=env.job_id, restart=restart, world_size=env.num_tasks,
+                        master=f"{dist['MASTER_ADDR']}:{dist['MASTER_PORT']}", argv=self.argv)
+        try:
+            rc = _resolve(self.entry)(list(self.argv))
+        except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised unchanged
+            if isinstance(exc, SystemExit) and exc.code in (0, None):
+                rc = 0
+            elif isinstance(exc, SystemExit) and isinstance(exc.code, int):
+                rc = exc.code
+            else:
+                self._fail(rank, env.job_id, traceback.format_exc())
+                raise
+        rc = int(rc or 0)
+        if rc == (self.preempted_code if self.preempted_code is not None else exit_preempted()):
+            self._requeue(rank, env.job_id, restart)
+        if rc != 0:
+            detail = _failure_from_status(run_dir)
+            message = (f"training exited with code {rc} in Slurm job {env.job_id} (rank {rank})"
+                       + (f":\n{detail}" if detail else f"; see {run_dir}/slurm/ logs"))
+            self._fail(rank, env.job_id, message)
+            raise RuntimeError(message)
+        if rank == 0:
+            jobs.record(run_dir, "completed", job_id=env.job_id, restart=restart)
+        return {"run_dir": self.run_dir, "job_id": env.job_id, "rank": rank, "restarts": restart}
+
+    def _fail(self, rank: int, job_id: str, text: str) -> None:
+        if rank == 0:
+            path = jobs.write_failure(self.run_dir, text)
+            jobs.record(self.run_dir, "failed", job_id=job_id, failure=str(path))
+
+    def _requeue(self, rank: int, job_id: str, restart: int) -> None:
+        """Never returns: requeue (rank 0) and leave without a result, or fail past max_requeues."""
+        if restart >= self.max_requeues:
+            message = (f"preempted/timed out after {restart} requeues (slurm.max_requeues={self.max_requeues}); "
+                       f"the last checkpoint is in {self.run_dir}/checkpoints: resubmit to continue")
+            self._fail(rank, job_id, message)
+            raise RuntimeError(message)
+        if rank == 0:
+            jobs.record(self.run_dir, "requeued", job_id=job_id, restart=restart)
+            # Already requeued by Slurm itself (scontrol requeue, preemption) -> "already pending": fine.
+            done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+            if done.returncode != 0:
+                print(f"[slurm] scontrol requeue {job_id}: {done.stderr.strip()} (already requeued?)",
+                      file=sys.stderr, flush=True)
+        print(f"[slurm] rank {rank}: checkpoint saved, job {job_id} requeued", file=sys.stderr, flush=True)
+        # SystemExit skips submitit's result pickle: the launcher keeps waiting for the requeued job.
+        raise SystemExit(3)
