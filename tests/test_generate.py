@@ -59,3 +59,22 @@ def test_bad_prompts_are_named():
         generate(Counter(), [99])
     with pytest.raises(ValueError, match="empty prompt"):
         generate(Counter(), [])
+
+
+@pytest.mark.parametrize("family", ["mixer", "llama", "gpt"])
+def test_every_family_generates_inside_its_window(family):
+    from pretrain.config import ModelConfig
+    from pretrain.models import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(family=family, d_model=32, n_layers=2, n_ctx=12, vocab_size=97,
+                      heads=1 if family == "mixer" else 2)
+    model = build_model(cfg)
+    greedy = [generate(model, [5, 6, 7], max_new_tokens=20).new_ids for _ in range(2)]
+    assert greedy[0] == greedy[1] and len(greedy[0]) == 20  # deterministic; the window slid past n_ctx
+    assert all(0 <= t < 97 for t in greedy[0])
+    sampled = generate(model, [5, 6, 7], max_new_tokens=20, temperature=1.0, seed=1)
+    assert all(0 <= t < 97 for t in sampled.new_ids) and sampled.new_ids != greedy[0]
+    # EOS: make the first greedy token the EOS id
+    assert generate(model, [5, 6, 7], max_new_tokens=20, eos_id=greedy[0][0]).new_ids == []
+    assert model.training  # the mode is restored
