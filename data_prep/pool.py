@@ -1,0 +1,84 @@
+"""Running many tasks on one machine: a process pool pulls task indices; a tqdm bar shows documents/s,
+tokens/s and MB/s from progress messages the workers send while they work (not only at task ends).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from data_prep.tasks import run_task
+
+_progress_queue = None
+
+
+def _init_worker(progress_queue) -> None:
+    global _progress_queue
+    _progress_queue = progress_queue
+
+
+def _send(docs: int, tokens: int, nbytes: int) -> None:
+    _progress_queue.put((docs, tokens, nbytes))
+
+
+def _work(args: tuple[str, int]) -> dict:
+    out_dir, index = args
+    try:
+        return run_task(out_dir, index, progress=_send)
+    except Exception as exc:  # re-raise with the task named; the message already names the file
+        raise type(exc)(f"task {index}: {exc}") if isinstance(exc, ValueError) else exc
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool):
+        self.bar = tqdm(total=total, unit="task", disable=not enabled, file=sys.stderr, dynamic_ncols=True,
+                        desc="tokenize")
+        self.docs = self.tokens = self.nbytes = 0
+        self.start = self.shown = time.perf_counter()
+
+    def add(self, docs: int, tokens: int, nbytes: int) -> None:
+        self.docs, self.tokens, self.nbytes = self.docs + docs, self.tokens + tokens, self.nbytes + nbytes
+        now = time.perf_counter()
+        if now - self.shown < 0.5:  # redraw twice a second at most
+            return
+        self.shown, dt = now, max(now - self.start, 1e-9)
+        self.bar.set_postfix_str(f"{self.docs / dt:,.0f} docs/s {self.tokens / dt:,.0f} tok/s "
+                                 f"{self.nbytes / dt / 1e6:.1f} MB/s")
+
+
+def run_tasks(out_dir: str | Path, indices: list[int], workers: int, show_progress: bool = True) -> list[dict]:
+    """Run the given tasks (any order, any worker count: the shards do not depend on it)."""
+    out_dir = str(out_dir)
+    bar = _Progress(len(indices), show_progress)
+    results = []
+    try:
+        if workers <= 1 or len(indices) <= 1:
+            for index in indices:
+                results.append(run_task(out_dir, index, progress=bar.add))
+                bar.bar.update(1)
+            return results
+        # spawn, not fork: workers start clean (no inherited threads or tokenizer state)
+        ctx = mp.get_context("spawn")
+        progress_queue = ctx.Queue()
+        with ctx.Pool(min(workers, len(indices)), initializer=_init_worker, initargs=(progress_queue,)) as pool:
+            pending = pool.imap_unordered(_work, [(out_dir, i) for i in indices])
+            done = 0
+            while done < len(indices):
+                try:
+                    results.append(pending.next(timeout=0.2))
+                    done += 1
+                    bar.bar.update(1)
+                except mp.TimeoutError:
+                    pass
+                while True:
+                    try:
+                        bar.add(*progress_queue.get_nowait())
+                    except queue.Empty:
+                        break
+        return results
+    finally:
+        bar.bar.close()

@@ -1,0 +1,265 @@
+"""Streaming document readers: Parquet (row groups), JSON lines (.jsonl/.gz/.zst), plain text, builtin.
+
+Each reader yields document texts for one *unit* (a file, or some row groups of a Parquet file) and keeps
+per-file counts in an `InputStats`: every document read is either yielded (the caller counts it written)
+or counted as skipped by reason. Problems raise `InputError` naming the file and line / row group, unless
+`on_error == "skip"`, in which case they become counted skips. Memory is bounded by one Parquet batch or
+one line/document, never a whole file.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import zstandard
+
+from data_prep.builtin_corpus import BUILTIN_PREFIX, builtin_documents
+
+EOT_LINE = "<|endoftext|>"
+PARQUET_BATCH_ROWS = 1024
+TXT_RULE_EOT = "endoftext-lines"
+TXT_RULE_BLANK = "blank-lines"
+
+
+class InputError(ValueError):
+    """Bad input; the message names the file (and line or row group) and the fix."""
+
+
+@dataclass
+class InputStats:
+    read: int = 0
+    written: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    notes: dict = field(default_factory=dict)  # e.g. the txt separation rule used
+
+    def to_dict(self) -> dict:
+        return {"read": self.read, "written": self.written, "skipped": dict(sorted(self.skipped.items())),
+                **self.notes}
+
+
+def input_kind(path: str) -> str:
+    if path.startswith(BUILTIN_PREFIX):
+        return "builtin"
+    name = path.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson")):
+        return "jsonl"
+    if name.endswith(".txt"):
+        return "txt"
+    raise InputError(f"{path}: unsupported input type; use .parquet, .jsonl(.gz|.zst), .txt or builtin:python-docs")
+
+
+class _Reader:
+    """Shared skip/raise policy and the size and UTF-8 checks every document goes through."""
+
+    def __init__(self, path: str, stats: InputStats, on_error: str, max_doc_bytes: int, text_column: str):
+        self.path, self.stats, self.on_error = path, stats, on_error
+        self.max_doc_bytes, self.text_column = max_doc_bytes, text_column
+
+    def problem(self, reason: str, where: str, message: str, count: int = 1) -> None:
+        """Raise, or count `count` documents skipped for `reason`."""
+        if self.on_error != "skip":
+            raise InputError(f"{self.path}{where}: {message} (or pass --on-error skip to count and skip it)")
+        self.stats.skipped[reason] += count
+
+    def check(self, text: str, where: str) -> str | None:
+        """The text if it may be tokenized, else None after counting (or raising) the reason."""
+        if not text.strip():
+            self.stats.skipped["empty"] += 1  # nothing to learn from; always a counted skip, never an error
+            return None
+        if len(text) * 4 > self.max_doc_bytes or len(text) > self.max_doc_bytes:
+            size = len(text.encode("utf-8", "surrogatepass"))
+            if size > self.max_doc_bytes:
+                self.problem("too_long", where, f"document of {size:,} bytes exceeds --max-doc-bytes "
+                             f"{self.max_doc_bytes:,}; raise the limit if it is genuine")
+                return None
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates, e.g. from a JSON "\ud800" escape
+            self.problem("invalid_utf8", where, f"text is not valid Unicode ({exc.reason} at {exc.start})")
+            return None
+        return text
+
+
+class JsonlReader(_Reader):
+    def open_binary(self) -> io.BufferedIOBase:
+        if self.path.endswith(".gz"):
+            return gzip.open(self.path, "rb")
+        if self.path.endswith(".zst"):
+            raw = open(self.path, "rb")
+            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+        return open(self.path, "rb")
+
+    def __iter__(self) -> Iterator[str]:
+        lineno = 0
+        with self.open_binary() as fh:
+            lines = iter(fh)
+            while True:
+                try:
+                    line = next(lines)
+                except StopIteration:
+                    break
+                except (OSError, EOFError, zstandard.ZstdError) as exc:  # truncated/corrupt .gz/.zst
+                    self.stats.read += 1
+                    self.problem("corrupt_stream", f":{lineno + 1}", f"compressed stream is corrupt after "
+                                 f"line {lineno} ({exc}); re-download the file")
+                    break
+                lineno += 1
+                if not line.strip():
+                    continue  # blank lines are not records
+                self.stats.read += 1
+                text = self.parse(line, lineno)
+                if text is not None and (text := self.check(text, f":{lineno}")) is not None:
+                    yield text
+
+    def parse(self, line: bytes, lineno: int) -> str | None:
+        where = f":{lineno}"
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            self.problem("invalid_utf8", where, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+            return None
+        except json.JSONDecodeError as exc:
+            self.problem("malformed_json", where, f"malformed JSON ({exc.msg} at column {exc.colno})")
+            return None
+        if not isinstance(record, dict):
+            self.problem("malformed_json", where, f"expected a JSON object, got {type(record).__name__}")
+            return None
+        text = record.get(self.text_column)
+        if not isinstance(text, str):
+            fields = ", ".join(sorted(record)) or "none"
+            self.problem("missing_text", where, f"no string field {self.text_column!r} (fields: {fields}); "
+                         "choose the field with --text-column")
+            return None
+        return text
+
+
+class TxtReader(_Reader):
+    """Documents separated by `<|endoftext|>` lines when the file has any, else by runs of blank lines."""
+
+    def rule(self) -> str:
+        with open(self.path, "rb") as fh:  # a streaming pre-pass: decide the rule before reading documents
+            for line in fh:
+                if line.strip() == EOT_LINE.encode():
+                    return TXT_RULE_EOT
+        return TXT_RULE_BLANK
+
+    def __iter__(self) -> Iterator[str]:
+        rule = self.rule()
+        self.stats.notes["txt_rule"] = rule
+        parts: list[str] = []
+        size, start, oversized, bad = 0, 1, False, None
+        with open(self.path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                stripped = raw.strip()
+                is_sep = stripped == EOT_LINE.encode() if rule == TXT_RULE_EOT else not stripped
+                if is_sep:
+                    yield from self.finish(parts, size, start, oversized, bad)
+                    parts, size, start, oversized, bad = [], 0, lineno + 1, False, None
+                    continue
+                size += len(raw)
+                if size > self.max_doc_bytes:
+                    oversized, parts = True, []  # keep consuming to the separator; memory stays bounded
+                elif not oversized:
+                    try:
+                        parts.append(raw.decode("utf-8"))
+                    except UnicodeDecodeError as exc:
+                        bad = bad or f"line {lineno} is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            yield from self.finish(parts, size, start, oversized, bad)
+
+    def finish(self, parts: list[str], size: int, start: int, oversized: bool, bad: str | None) -> Iterator[str]:
+        if not parts and not oversized and bad is None:
+            return  # separator runs and file edges hold no document
+        self.stats.read += 1
+        where = f":{start}"
+        if oversized:
+            self.problem("too_long", where, f"document over --max-doc-bytes {self.max_doc_bytes:,}; raise the "
+                         "limit if it is genuine")
+        elif bad:
+            self.problem("invalid_utf8", where, bad)
+        elif (text := self.check("".join(parts).strip(), where)) is not None:
+            yield text
+
+
+class ParquetReader(_Reader):
+    def __init__(self, *args, row_groups: list[int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.row_groups = row_groups
+
+    def __iter__(self) -> Iterator[str]:
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(self.path)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad footer
+            raise InputError(f"{self.path}: not a readable Parquet file ({exc}); re-download it") from None
+        names = pf.schema_arrow.names
+        if self.text_column not in names:
+            rows = sum(pf.metadata.row_group(i).num_rows for i in self.row_groups)
+            self.stats.read += rows
+            self.problem("missing_text_column", "", f"no column {self.text_column!r} (columns: "
+                         f"{', '.join(names)}); choose one with --text-column", count=rows)
+            return
+        for rg in self.row_groups:
+            yield from self.row_group(pf, rg)
+
+    def row_group(self, pf, rg: int) -> Iterator[str]:
+        expected = pf.metadata.row_group(rg).num_rows
+        seen = 0
+        try:
+            for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[rg],
+                                         columns=[self.text_column], use_threads=False):
+                column = batch.column(0)
+                for row, value in enumerate(column.to_pylist(), seen):
+                    self.stats.read += 1
+                    if isinstance(value, bytes):
+                        try:
+                            value = value.decode("utf-8")
+                        except UnicodeDecodeError as exc:
+                            self.problem("invalid_utf8", f": row group {rg}, row {row}", f"not UTF-8 ({exc.reason})")
+                            continue
+                    if value is None:
+                        self.problem("missing_text", f": row group {rg}, row {row}", "text is null")
+                        continue
+                    if (text := self.check(value, f": row group {rg}, row {row}")) is not None:
+                        yield text
+                seen += len(column)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - decompression/decoding errors from a corrupt row group
+            rest = expected - seen
+            self.stats.read += rest
+            self.problem("corrupt_row_group", f": row group {rg}", f"corrupt data ({type(exc).__name__}: "
+                         f"{exc}); re-download the file", count=rest)
+
+
+def read_documents(unit: dict, stats: InputStats, *, text_column: str, on_error: str,
+                   max_doc_bytes: int) -> Iterator[str]:
+    """The documents of one planned unit ({"path", "kind", "row_groups"?, "part"?})."""
+    path, kind = unit["path"], unit["kind"]
+    common = dict(stats=stats, on_error=on_error, max_doc_bytes=max_doc_bytes, text_column=text_column)
+    if kind == "builtin":
+        reader = _Reader(path, **common)
+        for name, text, skip_reason in builtin_documents(path, unit["part"]):
+            stats.read += 1
+            if skip_reason:
+                stats.skipped[skip_reason] += 1
+            elif (text := reader.check(text, f" ({name})")) is not None:
+                yield text
+        return
+    if not Path(path).is_file():
+        raise InputError(f"{path}: input file disappeared since planning; restore it or re-plan")
+    if kind == "parquet":
+        yield from ParquetReader(path, row_groups=unit["row_groups"], **common)
+    elif kind == "jsonl":
+        yield from JsonlReader(path, **common)
+    elif kind == "txt":
+        yield from TxtReader(path, **common)
+    else:
+        raise InputError(f"{path}: unknown input kind {kind!r}")

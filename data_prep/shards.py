@@ -1,0 +1,108 @@
+"""Writing one split of one task: documents -> samples -> deterministic plain tar shards.
+
+Byte-identical output for identical input is the point: tar headers carry no time, owner or
+permissions from the machine (mtime 0, uid/gid 0, mode 0644, USTAR), samples and shards are cut at
+fixed token counts, and each shard appears under its final name only when complete (temp + rename).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.format import encode_sample, sample_key, shard_name
+
+
+def _member(name: str, payload: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(payload), 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info, io.BytesIO(payload)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class SplitWriter:
+    """Accumulates documents of one split of one task; cuts samples at `sample_tokens` and shards at
+    `shard_tokens` (both checked after whole documents, so documents are never split)."""
+
+    def __init__(self, out_dir: Path, split: str, task: int, dtype: np.dtype, sample_tokens: int,
+                 shard_tokens: int):
+        self.out_dir, self.split, self.task, self.dtype = Path(out_dir), split, task, dtype
+        self.sample_tokens, self.shard_tokens = sample_tokens, shard_tokens
+        self.shards: list[dict] = []
+        self.utf8_bytes = 0
+        self._ids: list[int] = []
+        self._lengths: list[int] = []
+        self._tar: tarfile.TarFile | None = None
+        self._tmp = ""
+        self._shard_docs = self._shard_tokens = self._samples = 0
+
+    def add(self, ids: list[int], utf8_bytes: int) -> None:
+        """One tokenized document, EOS already appended."""
+        self._ids.extend(ids)
+        self._lengths.append(len(ids))
+        self.utf8_bytes += utf8_bytes
+        if len(self._ids) >= self.sample_tokens:
+            self._flush_sample()
+            if self._shard_tokens >= self.shard_tokens:
+                self._close_shard()
+
+    def _open_shard(self) -> None:
+        fd, self._tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{self.split}-{self.task:05d}-", suffix=".tmp")
+        os.close(fd)
+        self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)
+        self._shard_docs = self._shard_tokens = self._samples = 0
+
+    def _flush_sample(self) -> None:
+        if not self._lengths:
+            return
+        if self._tar is None:
+            self._open_shard()
+        seq = len(self.shards)
+        key = sample_key(self.task, seq, self._samples)
+        tokens = np.array(self._ids, dtype=self.dtype)
+        for ext, payload in encode_sample(tokens, np.array(self._lengths, dtype="<u4"), self.dtype).items():
+            self._tar.addfile(*_member(f"{key}.{ext}", payload))
+        self._samples += 1
+        self._shard_docs += len(self._lengths)
+        self._shard_tokens += len(tokens)
+        self._ids, self._lengths = [], []
+
+    def _close_shard(self) -> None:
+        if self._tar is None:
+            return
+        self._tar.close()
+        with open(self._tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        name = shard_name(self.split, self.task, len(self.shards))
+        final = self.out_dir / name
+        os.replace(self._tmp, final)
+        self.shards.append({"name": name, "split": self.split, "task": self.task, "seq": len(self.shards),
+                            "documents": self._shard_docs, "tokens": self._shard_tokens,
+                            "samples": self._samples, "bytes": final.stat().st_size,
+                            "sha256": file_sha256(final)})
+        self._tar = None
+
+    def close(self) -> list[dict]:
+        self._flush_sample()
+        self._close_shard()
+        return self.shards
+
+    def abort(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            Path(self._tmp).unlink(missing_ok=True)
+            self._tar = None

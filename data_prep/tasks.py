@@ -1,0 +1,254 @@
+"""The unit of work: plan the tasks once, run any task by index (a pool worker or a Slurm array element),
+then finalize the manifest. Public API (the Slurm launcher builds on it):
+
+    plan = plan_tasks(inputs, out_dir, tokenizer="gpt2", **options)  # writes OUT/plan.json
+    run_task(out_dir, index)        # writes that task's shards + OUT/tasks/{index:05d}.json; idempotent
+    pending_tasks(out_dir)          # indices without a completion marker
+    finalize(out_dir)               # OUT/manifest.json once every task is done
+
+A task is a deterministic slice of the inputs (a file, or consecutive Parquet row groups of one file)
+fixed by the plan alone, so 1 worker, 64 workers or a Slurm array write byte-identical shards. A task's
+shards appear only under their final names and its marker is written last: a task without a marker is
+unfinished, and re-running it first deletes whatever it left behind.
+"""
+from __future__ import annotations
+
+import functools
+import glob
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from data_prep.builtin_corpus import BUILTIN_PREFIX, builtin_parts
+from data_prep.config import PLAN_OPTIONS, PrepConfig
+from data_prep.format import atomic_write_json, token_dtype
+from data_prep.readers import InputError, InputStats, input_kind, read_documents
+from data_prep.shards import SplitWriter
+from data_prep.tokenizer import describe, eos_id, load_tokenizer, ranks_sha256
+
+PLAN_NAME = "plan.json"
+TASKS_DIR = "tasks"
+SPLITS = ("train", "val")
+PLAN_VERSION = 1
+PROGRESS_EVERY = 256  # documents between progress callbacks
+
+
+class PrepError(RuntimeError):
+    """A prep directory in a state that cannot proceed; the message says what to run."""
+
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    """Files from paths, globs and directories (each sorted), builtins as given; duplicates dropped."""
+    out: list[str] = []
+    for pattern in patterns:
+        if pattern.startswith(BUILTIN_PREFIX):
+            found = [pattern]
+        elif Path(pattern).is_dir():
+            found = sorted(str(p) for p in Path(pattern).rglob("*") if p.is_file() and _supported(str(p)))
+        elif any(ch in pattern for ch in "*?["):
+            found = sorted(glob.glob(pattern, recursive=True))
+        else:
+            found = [pattern]
+        if not found:
+            raise InputError(f"{pattern}: matches no files")
+        for path in found:
+            if not path.startswith(BUILTIN_PREFIX):
+                if not Path(path).is_file():
+                    raise InputError(f"{path}: input file not found")
+                path = str(Path(path).resolve())
+            if path not in out:
+                out.append(path)
+    if not out:
+        raise InputError("no inputs: pass --input PATH_OR_GLOB... (or builtin:python-docs)")
+    return out
+
+
+def _supported(path: str) -> bool:
+    try:
+        input_kind(path)
+        return True
+    except InputError:
+        return False
+
+
+def _parquet_units(path: str, task_bytes: int, on_error: str) -> tuple[list[dict], str]:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception as exc:  # noqa: BLE001 - a bad footer surfaces as several pyarrow types
+        message = f"{path}: not a readable Parquet file ({exc}); re-download it"
+        if on_error != "skip":
+            raise InputError(message + " (or pass --on-error skip to record and skip it)") from None
+        return [], message
+    units, group, size = [], [], 0
+    for rg in range(meta.num_row_groups):
+        group.append(rg)
+        size += meta.row_group(rg).total_byte_size
+        if size >= task_bytes:
+            units.append({"path": path, "kind": "parquet", "row_groups": group})
+            group, size = [], 0
+    if group or not units:
+        units.append({"path": path, "kind": "parquet", "row_groups": group})
+    return units, ""
+
+
+def plan_tasks(inputs: list[str], out_dir: str | Path, tokenizer: str = "gpt2", **options: Any) -> dict:
+    """Expand the inputs into tasks, write OUT/plan.json and return the plan. `options` are PrepConfig
+    fields (val_fraction, text_column, shard_tokens, ...). An existing plan must match (resume)."""
+    cfg = PrepConfig(input=list(inputs), tokenizer=str(tokenizer), out=str(out_dir), **options)
+    cfg.validate()
+    return plan_from_config(cfg)
+
+
+def plan_from_config(cfg: PrepConfig) -> dict:
+    out = Path(cfg.out)
+    if not cfg.out:
+        raise PrepError("no output directory: pass --out DIR")
+    spec = cfg.tokenizer
+    if not spec.startswith(BUILTIN_PREFIX) and Path(spec).is_file():
+        spec = str(Path(spec).resolve())  # tasks may run elsewhere in the tree (Slurm)
+    enc = load_tokenizer(spec)
+    tasks, unreadable = [], []
+    for path in expand_inputs(cfg.input):
+        kind = input_kind(path)
+        if kind == "parquet":
+            units, error = _parquet_units(path, cfg.task_mb << 20, cfg.on_error)
+            if error:
+                unreadable.append({"path": path, "error": error})
+        elif kind == "builtin":
+            units = [{"path": path, "kind": kind, "part": part} for part in builtin_parts(path)]
+        else:
+            units = [{"path": path, "kind": kind}]
+        tasks += units
+    for index, task in enumerate(tasks):
+        task["index"] = index
+    options = {key: getattr(cfg, key) for key in PLAN_OPTIONS} | {"tokenizer": spec}
+    plan = {"version": PLAN_VERSION, "options": options, **describe(spec, enc),
+            "dtype": token_dtype(enc.n_vocab).name, "tasks": tasks, "unreadable_inputs": unreadable}
+    existing = out / PLAN_NAME
+    if existing.is_file():
+        old = read_plan(out)
+        if not cfg.resume:
+            raise PrepError(f"{out} already holds a prep ({PLAN_NAME}); pass --resume to finish it, or choose "
+                            "an empty --out")
+        for key in ("options", "ranks_sha256", "tasks", "unreadable_inputs"):
+            if old.get(key) != plan[key]:
+                raise PrepError(f"{existing}: --resume with a different {key} than the interrupted run; rerun "
+                                "with the original inputs and options, or use a new --out")
+        return old
+    if cfg.resume and out.is_dir() and any(out.iterdir()):
+        raise PrepError(f"{out}: --resume but no {PLAN_NAME}; this is not a prep directory")
+    (out / TASKS_DIR).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(existing, plan)
+    return plan
+
+
+def read_plan(out_dir: str | Path) -> dict:
+    path = Path(out_dir) / PLAN_NAME
+    if not path.is_file():
+        raise PrepError(f"{path}: no plan; run `python -m data_prep plan ...` or `tokenize ...` first")
+    return json.loads(path.read_text())
+
+
+def marker_path(out_dir: str | Path, index: int) -> Path:
+    return Path(out_dir) / TASKS_DIR / f"{index:05d}.json"
+
+
+def pending_tasks(out_dir: str | Path) -> list[int]:
+    plan = read_plan(out_dir)
+    return [t["index"] for t in plan["tasks"] if not marker_path(out_dir, t["index"]).is_file()]
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(spec: str, sha: str):
+    enc = load_tokenizer(spec)
+    if ranks_sha256(enc) != sha:
+        raise PrepError(f"tokenizer {spec}: ranks changed since planning (sha256 {ranks_sha256(enc)[:12]} != "
+                        f"{sha[:12]}); restore the file or re-plan into a new --out")
+    return enc
+
+
+def is_val(utf8: bytes, val_fraction: float) -> bool:
+    """Deterministic per document: a hash of its text, so reruns and worker counts agree."""
+    if val_fraction <= 0:
+        return False
+    h = int.from_bytes(hashlib.blake2b(utf8, digest_size=8).digest(), "little")
+    return h < val_fraction * 2**64
+
+
+def _remove_leftovers(out: Path, index: int) -> None:
+    for split in SPLITS:
+        for path in list(out.glob(f"{split}-{index:05d}-*.tar")) + list(out.glob(f".{split}-{index:05d}-*.tmp")):
+            path.unlink(missing_ok=True)
+
+
+def run_task(out_dir: str | Path, index: int,
+             progress: Callable[[int, int, int], None] | None = None) -> dict:
+    """Run task `index` of the plan in `out_dir`; returns its completion record (also saved as marker).
+    A finished task returns its marker untouched. `progress(docs, tokens, utf8_bytes)` gets increments."""
+    out = Path(out_dir)
+    plan = read_plan(out)
+    if not 0 <= index < len(plan["tasks"]):
+        raise PrepError(f"task {index} out of range: the plan in {out} has {len(plan['tasks'])} tasks (0.."
+                        f"{len(plan['tasks']) - 1})")
+    marker = marker_path(out, index)
+    if marker.is_file():
+        return json.loads(marker.read_text())
+    started = time.perf_counter()
+    unit, opts = plan["tasks"][index], plan["options"]
+    _remove_leftovers(out, index)
+    enc = _tokenizer(opts["tokenizer"], plan["ranks_sha256"])
+    eos, encode = eos_id(enc), enc.encode_ordinary
+    writers = {split: SplitWriter(out, split, index, token_dtype(enc.n_vocab), opts["sample_tokens"],
+                                  opts["shard_tokens"]) for split in SPLITS}
+    stats = InputStats()
+    docs = tokens = nbytes = 0
+    val_fraction = opts["val_fraction"]
+    try:
+        for text in read_documents(unit, stats, text_column=opts["text_column"], on_error=opts["on_error"],
+                                   max_doc_bytes=opts["max_doc_bytes"]):
+            utf8 = text.encode("utf-8")
+            ids = encode(text)
+            ids.append(eos)
+            writers["val" if is_val(utf8, val_fraction) else "train"].add(ids, len(utf8))
+            stats.written += 1
+            docs, tokens, nbytes = docs + 1, tokens + len(ids), nbytes + len(utf8)
+            if progress and docs % PROGRESS_EVERY == 0:
+                progress(docs, tokens, nbytes)
+                docs = tokens = nbytes = 0
+        shards = [s for split in SPLITS for s in writers[split].close()]
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    if progress:
+        progress(docs, tokens, nbytes)
+    splits = {split: {"documents": sum(s["documents"] for s in w.shards),
+                      "tokens": sum(s["tokens"] for s in w.shards), "utf8_bytes": w.utf8_bytes}
+              for split, w in writers.items()}
+    record = {"index": index, "unit": unit, "input": stats.to_dict(), "shards": shards, "splits": splits,
+              "elapsed_s": round(time.perf_counter() - started, 3)}
+    atomic_write_json(marker, record)
+    return record
+
+
+def finalize(out_dir: str | Path) -> dict:
+    """Write OUT/manifest.json from the task markers; every task must be done."""
+    from data_prep.manifest import build_manifest
+
+    out = Path(out_dir)
+    plan = read_plan(out)
+    missing = pending_tasks(out)
+    if missing:
+        shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+        raise PrepError(f"{out}: {len(missing)} of {len(plan['tasks'])} tasks unfinished ({shown}); run them "
+                        f"(`python -m data_prep run-task {out} INDEX` or `tokenize ... --resume`) first")
+    records = [json.loads(marker_path(out, t["index"]).read_text()) for t in plan["tasks"]]
+    manifest = build_manifest(plan, records)
+    from data_prep.format import MANIFEST_NAME
+
+    atomic_write_json(out / MANIFEST_NAME, manifest)
+    return manifest
