@@ -45,20 +45,28 @@ class RopeAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
+def _rms_norm(cfg) -> nn.Module:
+    # model.norm = false (the flexibility ablation) removes every RMSNorm, the final one included.
+    return nn.RMSNorm(cfg.d_model, eps=1e-6) if cfg.norm else nn.Identity()
+
+
 class LlamaBlock(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.attn_norm = nn.RMSNorm(cfg.d_model, eps=1e-6)
+        self.residual = cfg.residual  # model.residual = false: the ablation without skip connections
+        self.attn_norm = _rms_norm(cfg)
         self.attn = RopeAttention(cfg)
-        self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=1e-6)
+        self.ffn_norm = _rms_norm(cfg)
         self.ffn = SwiGLU(cfg.d_model, cfg.ffn_mult * cfg.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x))
-        return x + self.ffn(self.ffn_norm(x))
+        y = self.attn(self.attn_norm(x))
+        x = x + y if self.residual else y
+        y = self.ffn(self.ffn_norm(x))
+        return x + y if self.residual else y
 
 
 class Llama(CausalLM):
     def __init__(self, cfg):
-        super().__init__(cfg, final_norm=nn.RMSNorm(cfg.d_model, eps=1e-6))
+        super().__init__(cfg, final_norm=_rms_norm(cfg))
         self.blocks = nn.ModuleList(LlamaBlock(cfg) for _ in range(cfg.n_layers))
