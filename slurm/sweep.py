@@ -1,0 +1,195 @@
+"""Sweep grids: one TOML file -> a list of named training runs (name, trainer argv).
+
+    [sweep]
+    name = "ctx-pairs"
+    base = "../runs/tiny.toml"        # the run config every run starts from (relative to this file)
+    dir = "runs/sweeps/ctx-pairs"     # the sweep directory; becomes run.dir of every run (relative to cwd)
+    run_name = "{variant}-ctx{model.n_ctx}-s{run.seed}"   # fields: variant + any axis key
+    max_parallel = 4                  # array tasks running at once (python -m slurm sweep)
+
+    [overrides]                       # applied to every run (dotted config keys)
+    "train.steps" = 200
+
+    [axes]                            # cartesian product, in file order (the last axis varies fastest)
+    "model.n_ctx" = [32, 128, 512]
+    "run.seed" = [0, 1]
+
+    [variants.mixer]                  # named override sets crossed with the axes; `config` merges a
+    config = "../models/mixer-tiny.toml"   # TOML file (e.g. a model config) first, keys then override it
+    [variants.llama]
+    config = "../models/llama-tiny.toml"
+
+    [match]                           # optional: pair the variants at matched FLOPs per token
+    reference = "mixer"               # this variant's shape is fixed; the others are resized by
+                                      # eval.match.plan to the closest training FLOPs per token at each n_ctx
+
+Precedence (later wins): base file < [overrides] < variant (config file, then its keys) < axes <
+matching < the run's name and dir. Every run is then `python -m pretrain.train --config BASE <argv>`,
+locally (`run_local`) or as one Slurm array element (`python -m slurm sweep`).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stackcore.config import ConfigError, _toml_value, read_toml
+
+SWEEP_FILE = "sweep.json"  # written in the sweep directory by `python -m slurm sweep`
+
+
+@dataclass
+class Grid:
+    path: Path
+    name: str
+    base: Path
+    dir: Path
+    run_name: str
+    max_parallel: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    match: dict[str, Any] = field(default_factory=dict)
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"d_model": 64}} -> {"model.d_model": 64}; dotted keys pass through."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            out.update(_flatten(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def load_grid(grid_path: str | Path) -> Grid:
+    path = Path(grid_path)
+    table = read_toml(path)
+    where = f"{path}"
+    known = {"sweep", "overrides", "axes", "variants", "match"}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown section [{key}]; a grid has {sorted(known)} (see docs/slurm.md)")
+    sweep = table.get("sweep", {})
+    for key in ("name", "base"):
+        if key not in sweep:
+            raise ConfigError(f"{where}: [sweep] needs `{key}` (see docs/slurm.md for the grid format)")
+    base = (path.parent / sweep["base"]).resolve()
+    if not base.is_file():
+        raise ConfigError(f"{where}: [sweep] base = {sweep['base']!r} -> {base} does not exist")
+    axes = _flatten(table.get("axes", {}))
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: axis {key!r} must be a non-empty list, got {values!r}")
+    variants: dict[str, dict[str, Any]] = {}
+    for vname, vtable in (table.get("variants") or {}).items():
+        vtable = dict(vtable)
+        merged: dict[str, Any] = {}
+        if "config" in vtable:
+            merged.update(_flatten(read_toml(path.parent / vtable.pop("config"))))
+        merged.update(_flatten(vtable))
+        variants[vname] = merged
+    match = dict(table.get("match", {}))
+    if match and match.get("reference") not in variants:
+        raise ConfigError(f"{where}: [match] reference = {match.get('reference')!r} is not a variant "
+                          f"({sorted(variants)})")
+    return Grid(path=path, name=str(sweep["name"]), base=base,
+                dir=Path(sweep.get("dir", f"runs/sweeps/{sweep['name']}")),
+                run_name=str(sweep.get("run_name", _default_run_name(list(axes), bool(variants)))),
+                max_parallel=int(sweep.get("max_parallel", 4)), overrides=_flatten(table.get("overrides", {})),
+                axes=axes, variants=variants, match=match)
+
+
+def _default_run_name(axis_keys: list[str], has_variants: bool) -> str:
+    parts = (["{variant}"] if has_variants else []) + [f"{k.split('.')[-1]}{{{k}}}" for k in axis_keys]
+    return "-".join(parts) or "run"
+
+
+def _format_name(template: str, fields: dict[str, Any], where: str) -> str:
+    # str.format treats dots as attribute access: substitute the dotted keys by hand.
+    out = []
+    for literal, key, spec, _ in string.Formatter().parse(template):
+        out.append(literal)
+        if key is None:
+            continue
+        if key not in fields:
+            raise ConfigError(f"{where}: run_name field {{{key}}} is neither 'variant' nor an axis "
+                              f"({sorted(fields)})")
+        out.append(format(fields[key], spec or ""))
+    return "".join(out)
+
+
+def _matched(grid: Grid, settings: dict[str, Any], variant: str) -> dict[str, Any]:
+    """The model keys eval.match.plan chooses so this variant matches the reference's FLOPs/token."""
+    if not grid.match or variant == grid.match["reference"]:
+        return {}
+    from eval.match import plan  # the analysis part owns the planner
+
+    ref_settings = {**settings, **grid.variants[grid.match["reference"]]}
+    reference = {k.split(".", 1)[1]: v for k, v in ref_settings.items() if k.startswith("model.")}
+    target = {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("model.")}
+    options = {k: v for k, v in grid.match.items() if k != "reference"}
+    chosen = plan(reference, target, **options)
+    return {f"model.{k}": v for k, v in chosen.items()}
+
+
+def expand(grid_path: str | Path) -> list[tuple[str, list[str]]]:
+    """Every run of the grid as (run name, argv for pretrain.train.main), in a stable order."""
+    grid = load_grid(grid_path)
+    runs: list[tuple[str, list[str]]] = []
+    axis_keys = list(grid.axes)
+    variants = grid.variants or {"": {}}
+    seen: dict[str, dict[str, Any]] = {}
+    for vname, vsettings in variants.items():
+        for combo in itertools.product(*(grid.axes[k] for k in axis_keys)):
+            point = dict(zip(axis_keys, combo))
+            settings = {**grid.overrides, **vsettings, **point}
+            settings.update(_matched(grid, settings, vname))
+            name = _format_name(grid.run_name, {"variant": vname, **point}, str(grid.path))
+            if name in seen:
+                raise ConfigError(f"{grid.path}: two runs are both named {name!r}; put every axis in "
+                                  f"[sweep] run_name (now {grid.run_name!r})")
+            seen[name] = settings
+            settings.update({"run.name": name, "run.dir": str(grid.dir)})
+            argv = ["--config", str(grid.base)]
+            for key, value in settings.items():
+                argv += [f"--{key}", _toml_value(value)]
+            runs.append((name, argv))
+    return runs
+
+
+def run_dirs(grid_path: str | Path) -> list[Path]:
+    grid = load_grid(grid_path)
+    return [grid.dir / name for name, _ in expand(grid_path)]
+
+
+def is_finished(run_dir: Path) -> bool:
+    """A run that needs no more work: the trainer marked it completed (status.json)."""
+    try:
+        status = json.loads((Path(run_dir) / "status.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return str(status.get("state", "")).lower() in ("completed", "done", "finished")
+
+
+def run_local(grid_path: str | Path, only: list[str] | None = None) -> dict[str, int]:
+    """Runs the grid one run after another in this process (no Slurm); finished runs are skipped, an
+    interrupted one resumes from its checkpoint. Returns {run name: exit code}."""
+    from pretrain.train import main as train_main
+
+    grid = load_grid(grid_path)
+    codes: dict[str, int] = {}
+    for name, argv in expand(grid_path):
+        if only and name not in only:
+            continue
+        if is_finished(grid.dir / name):
+            codes[name] = 0
+            continue
+        print(f"[sweep {grid.name}] {name}: python -m pretrain.train {' '.join(argv)}", flush=True)
+        codes[name] = int(train_main(list(argv)) or 0)
+    return codes
