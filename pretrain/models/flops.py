@@ -77,3 +77,49 @@ def param_counts(model_cfg) -> dict:
         final = d
     non_embedding = cfg.n_layers * _block_params(cfg) + final
     return {"total": non_embedding + embedding, "non_embedding": non_embedding, "embedding": embedding}
+
+
+def _mixer_matrices(cfg) -> int:
+    """Masked n x n matrices per mixer layer (all heads, both expansion stages, all kernel taps)."""
+    k, e = cfg.kernel, cfg.expansion
+    return cfg.heads * (e * k + e if e > 0 else k)
+
+
+def _layer_activation_values(cfg, t: int) -> float:
+    """Values one block saves for backward, per sequence of length t (fp32 eager autograd, as
+    measured with `torch.autograd.graph.saved_tensors_hooks`; tests keep this exact)."""
+    d, m = cfg.d_model, cfg.ffn_mult
+    if cfg.family == "mixer":
+        k, e = cfg.kernel, cfg.expansion
+        norm = cfg.norm and not cfg.linear
+        per_td = k + (2 if cfg.heads > 1 else 0) + (e if cfg.linear else 2 * e)
+        per_td += 1 if cfg.linear else 1 + 2 * m  # FFN input (+ hidden before/after GELU)
+        per_td += 2 if norm else 0                # LayerNorm inputs
+        matrices = _mixer_matrices(cfg) * (1.25 if cfg.softmax else 1.0)  # + the bool mask
+        return per_td * t * d + matrices * t * t + (4 * t if norm else 0)
+    if cfg.family == "llama":
+        return (4 * m + 13) * t * d + (2 + cfg.heads) * t
+    if cfg.dropout > 0:  # SDPA's math path keeps the attention probabilities and dropout masks
+        return (4 * m + 11) * t * d + 3 * cfg.heads * t * t + 4 * t
+    return (2 * m + 7) * t * d + (4 + cfg.heads) * t
+
+
+def activation_values_per_sequence(model_cfg, n_ctx: int | None = None) -> float:
+    """Activation values saved for backward for one sequence (no activation checkpointing),
+    including the logits' log-softmax and the lm_head input."""
+    cfg = getattr(model_cfg, "model", model_cfg)
+    t = n_ctx or cfg.n_ctx
+    return cfg.n_layers * _layer_activation_values(cfg, t) + t * cfg.vocab_size + t * cfg.d_model
+
+
+def memory_estimate(model_cfg, n_ctx: int | None = None, batch: int = 1,
+                    precision: str = "fp32") -> dict:
+    """Training memory in bytes: weights + grads + AdamW moments (fp32 master copies: 16 B/param;
+    bf16 adds a 2 B/param compute copy), and activations for `batch` sequences (bf16 autocast
+    halves them, roughly). The planner matches `total` at batch 1."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    params = param_counts(model_cfg)["total"]
+    state = params * (16 if precision == "fp32" else 18)
+    act = activation_values_per_sequence(model_cfg, n_ctx) * (4 if precision == "fp32" else 2) * batch
+    return {"params_and_optimizer": float(state), "activations": float(act), "total": float(state + act)}
