@@ -20,8 +20,9 @@
     config = "../models/llama-tiny.toml"
 
     [match]                           # optional: pair the variants at matched FLOPs per token
-    reference = "mixer"               # this variant's shape is fixed; the others are resized by
-                                      # eval.match.plan to the closest training FLOPs per token at each n_ctx
+    reference = "llama"               # this variant's shape is fixed; every other variant gets the
+    by = "flops"                      # d_model/n_layers/heads eval.match.plan finds closest to it at
+    heads = [1]                       # the same grid point (n_ctx!); by = flops|params|memory
 
 Precedence (later wins): base file < [overrides] < variant (config file, then its keys) < axes <
 matching < the run's name and dir. Every run is then `python -m pretrain.train --config BASE <argv>`,
@@ -124,18 +125,32 @@ def _format_name(template: str, fields: dict[str, Any], where: str) -> str:
     return "".join(out)
 
 
+def _argv(base: Path, settings: dict[str, Any]) -> list[str]:
+    argv = ["--config", str(base)]
+    for key, value in settings.items():
+        argv += [f"--{key}", _toml_value(value)]
+    return argv
+
+
 def _matched(grid: Grid, settings: dict[str, Any], variant: str) -> dict[str, Any]:
-    """The model keys eval.match.plan chooses so this variant matches the reference's FLOPs/token."""
+    """The shape (d_model, n_layers, heads) eval.match.plan picks for this variant so that it matches
+    the reference variant at the same grid point (same n_ctx, seed, ...) by FLOPs per token."""
     if not grid.match or variant == grid.match["reference"]:
         return {}
     from eval.match import plan  # the analysis part owns the planner
+    from pretrain.config import RunConfig
+    from stackcore.config import load_config
 
-    ref_settings = {**settings, **grid.variants[grid.match["reference"]]}
-    reference = {k.split(".", 1)[1]: v for k, v in ref_settings.items() if k.startswith("model.")}
-    target = {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("model.")}
-    options = {k: v for k, v in grid.match.items() if k != "reference"}
-    chosen = plan(reference, target, **options)
-    return {f"model.{k}": v for k, v in chosen.items()}
+    point = {k: v for k, v in settings.items() if k in grid.axes}
+    ref_settings = {**grid.overrides, **grid.variants[grid.match["reference"]], **point}
+    reference = load_config(RunConfig, grid.base, _argv(grid.base, ref_settings)[2:]).model
+    family = load_config(RunConfig, grid.base, _argv(grid.base, settings)[2:]).model.family
+    rows = plan(reference, family, by=str(grid.match.get("by", "flops")), heads=grid.match.get("heads"))
+    if not rows:
+        raise ConfigError(f"{grid.path}: eval.match.plan found no {family} shape matching variant "
+                          f"{grid.match['reference']!r} at {point}")
+    best = rows[0]
+    return {"model.d_model": best["d_model"], "model.n_layers": best["n_layers"], "model.heads": best["heads"]}
 
 
 def expand(grid_path: str | Path) -> list[tuple[str, list[str]]]:
@@ -156,10 +171,7 @@ def expand(grid_path: str | Path) -> list[tuple[str, list[str]]]:
                                   f"[sweep] run_name (now {grid.run_name!r})")
             seen[name] = settings
             settings.update({"run.name": name, "run.dir": str(grid.dir)})
-            argv = ["--config", str(grid.base)]
-            for key, value in settings.items():
-                argv += [f"--{key}", _toml_value(value)]
-            runs.append((name, argv))
+            runs.append((name, _argv(grid.base, settings)))
     return runs
 
 
