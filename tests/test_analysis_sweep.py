@@ -65,3 +65,20 @@ def test_the_ablations_really_change_the_models():
         outputs[name] = model.forward_blocks(model.embed(ids))
     for family in ("mixer", "llama"):
         assert not torch.allclose(outputs[f"{family}-full"], outputs[f"{family}-noresidual"])
+
+
+def test_linear_mixer_grid_shares_the_flexibility_runs():
+    """Its full and linear runs are the flexibility sweep's (same dir, same resolved config), so a
+    local run trains only the two minimal forms."""
+    linear = REPO_ROOT / "configs/sweeps/linear-mixers.toml"
+    flex = _configs()
+    runs = {name: load_config(RunConfig, argv[1], argv[2:]) for name, argv in expand(linear)}
+    assert list(runs) == ["mixer-full", "mixer-linear", "mixer-linear-min", "mixer-nearlinear-min"]
+    for name in ("mixer-full", "mixer-linear"):
+        assert runs[name] == flex[name]
+    minimal, near = runs["mixer-linear-min"].model, runs["mixer-nearlinear-min"].model
+    assert (minimal.n_layers, minimal.linear, minimal.residual) == (1, True, False)
+    assert (near.n_layers, near.linear, near.norm, near.residual) == (1, False, False, False)
+    model = build_model(near)
+    gelus = [n for n, m in model.named_modules() if "GeluMLP" in type(m).__name__]
+    assert len(gelus) == 1 and not any(isinstance(m, torch.nn.LayerNorm) for m in model.modules())
