@@ -8,7 +8,7 @@ COMMANDS = {"train": "slurm.train_cli", "prep": "slurm.prep", "sweep": "slurm.sw
 USAGE = """usage: python -m slurm {train,prep,sweep,status} ...
   train   --config FILE [--section.key value ...] [--nodes N --gpus-per-node G --time T ...] [--dry-run] [--wait]
   prep    --input FILE... --out DIR --array N [data_prep tokenize options] [--wait]
-  sweep   --grid configs/sweeps/FILE.toml [--max-parallel K] [--dry-run] [--wait]
+  sweep   --grid configs/sweeps/FILE.toml [--max-parallel K] [--dry-run] [--wait] [--local]
   status  RUN_OR_SWEEP_DIR"""
 
 

@@ -1,4 +1,4 @@
-"""`python -m slurm sweep --grid configs/sweeps/FILE.toml [--max-parallel K] [--dry-run] [--wait]`.
+"""`python -m slurm sweep --grid configs/sweeps/FILE.toml [--max-parallel K] [--dry-run] [--wait] [--local]`.
 
 The grid's runs become one Slurm job array (`--array=0-N%K`); each element is a whole training job
 (its ranks, preemption and requeue exactly as `python -m slurm train`). Resources come from the base
@@ -27,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-parallel", type=int, default=None, help="array tasks at once (default: the grid's)")
     p.add_argument("--dry-run", action="store_true", help="print the runs and the sbatch script, submit nothing")
     p.add_argument("--wait", action="store_true", help="wait for every run; exit 1 if any failed")
+    p.add_argument("--local", action="store_true", help="no Slurm: run the unfinished runs here, one by one")
     return p
 
 
@@ -78,6 +79,13 @@ def submit(grid_path: str | Path, max_parallel: int | None = None, dry_run: bool
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.local:
+        from slurm.sweep import run_local
+
+        codes = run_local(args.grid)
+        bad = {name: rc for name, rc in codes.items() if rc}
+        print(f"sweep: {len(codes) - len(bad)} runs finished" + (f", failed: {bad}" if bad else ""))
+        return 1 if bad else 0
     try:
         out = submit(args.grid, args.max_parallel, args.dry_run)
     except ConfigError as exc:
