@@ -9,6 +9,7 @@ An unknown flag fails naming the closest valid one (stackcore.config).
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
@@ -47,12 +48,15 @@ class PrepConfig:
 # Options that change the shards: a resumed run must use the same ones.
 PLAN_OPTIONS = ("tokenizer", "val_fraction", "text_column", "shard_tokens", "sample_tokens", "task_mb",
                 "on_error", "max_doc_bytes")
-_LIST_KEYS = {f.name for f in fields(PrepConfig) if f.name == "input"}
-_FLAG_KEYS = {"resume", "progress"}
 
 
-def parse_prep_args(argv: list[str]) -> PrepConfig:
-    """`[--config FILE] [--key value ...]` -> PrepConfig (flags override the file)."""
+def parse_args_into(cls: type, argv: list[str]):
+    """`[--config FILE] [--key value ...]` -> a `cls` dataclass (flags override the file). List fields take
+    several values, bool fields may stand alone (`--resume`); keys use `-` or `_`."""
+    hints = typing.get_type_hints(cls)
+    list_keys = {f.name for f in fields(cls) if typing.get_origin(hints[f.name]) is list}
+    flag_keys = {f.name for f in fields(cls) if hints[f.name] is bool}
+    str_keys = {f.name for f in fields(cls) if hints[f.name] is str}
     config_path, lists, overrides = None, {}, []
     i = 0
     while i < len(argv):
@@ -71,18 +75,20 @@ def parse_prep_args(argv: list[str]) -> PrepConfig:
             if len(values) != 1:
                 raise ConfigError("--config takes one TOML file")
             config_path = values[0]
-        elif key in _LIST_KEYS:
+        elif key in list_keys:
             lists.setdefault(key, []).extend(values)
-        elif key in _FLAG_KEYS and not values:
+        elif key in flag_keys and not values:
             overrides += [f"--{key}", "true"]
         elif len(values) == 1:
             overrides += [f"--{key}", values[0]]
         else:
             raise ConfigError(f"--{key.replace('_', '-')} takes one value, got {values or 'none'}")
-    # `--out 5` is a directory named 5, not the integer 5: keep string-typed values as written.
     extra = parse_overrides(overrides)
-    for key in ("out", "tokenizer", "text_column"):
-        if key in extra:
-            extra[key] = str(extra[key])
+    for key in str_keys & set(extra):  # `--out 5` is a directory named 5, not the integer 5
+        extra[key] = str(extra[key])
     extra.update(lists)
-    return load_config(PrepConfig, config_path, extra=extra)
+    return load_config(cls, config_path, extra=extra)
+
+
+def parse_prep_args(argv: list[str]) -> PrepConfig:
+    return parse_args_into(PrepConfig, argv)

@@ -26,6 +26,7 @@ MANIFEST_VERSION = 1
 TOKENS_EXT = "tokens.zst"
 LENGTHS_EXT = "lengths.zst"
 ZSTD_LEVEL = 3
+FILE_MODE = 0o644
 
 
 class FormatError(ValueError):
@@ -86,6 +87,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; shards and manifests are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

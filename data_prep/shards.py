@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.format import encode_sample, sample_key, shard_name
+from data_prep.format import FILE_MODE, encode_sample, sample_key, shard_name
 
 
 def _member(name: str, payload: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
@@ -87,6 +87,7 @@ class SplitWriter:
         self._tar.close()
         with open(self._tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(self._tmp, FILE_MODE)
         name = shard_name(self.split, self.task, len(self.shards))
         final = self.out_dir / name
         os.replace(self._tmp, final)
