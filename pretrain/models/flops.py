@@ -95,21 +95,30 @@ def _layer_activation_values(cfg, t: int) -> float:
         per_td = k + (2 if cfg.heads > 1 else 0) + (e if cfg.linear else 2 * e)
         per_td += 1 if cfg.linear else 1 + 2 * m  # FFN input (+ hidden before/after GELU)
         per_td += 2 if norm else 0                # LayerNorm inputs
-        matrices = _mixer_matrices(cfg) * (1.25 if cfg.softmax else 1.0)  # + the bool mask
+        matrices = _mixer_matrices(cfg)
+        if cfg.softmax:  # masked_fill keeps one bool T x T mask per masked-matrix module
+            matrices += 0.25 * (2 if e > 0 else 1)
         return per_td * t * d + matrices * t * t + (4 * t if norm else 0)
     if cfg.family == "llama":
         return (4 * m + 13) * t * d + (2 + cfg.heads) * t
     if cfg.dropout > 0:  # SDPA's math path keeps the attention probabilities and dropout masks
-        return (4 * m + 11) * t * d + 3 * cfg.heads * t * t + 4 * t
-    return (2 * m + 7) * t * d + (4 + cfg.heads) * t
+        return (2 * m + 12) * t * d + 3 * cfg.heads * t * t + 4 * t
+    return (2 * m + 8) * t * d + (4 + cfg.heads) * t
 
 
 def activation_values_per_sequence(model_cfg, n_ctx: int | None = None) -> float:
     """Activation values saved for backward for one sequence (no activation checkpointing),
-    including the logits' log-softmax and the lm_head input."""
+    including the logits' log-softmax, the lm_head input and the final norm / embedding sum."""
     cfg = getattr(model_cfg, "model", model_cfg)
-    t = n_ctx or cfg.n_ctx
-    return cfg.n_layers * _layer_activation_values(cfg, t) + t * cfg.vocab_size + t * cfg.d_model
+    t, d = n_ctx or cfg.n_ctx, cfg.d_model
+    head = t * cfg.vocab_size + t * d + 2 * t + 1  # log-softmax, lm_head input, int64 ids/labels
+    if cfg.family == "llama":
+        head += 2 * t * d + t  # final RMSNorm
+    elif cfg.family == "gpt":
+        head += 2 * t + (t * d if cfg.dropout > 0 else 0)  # embedding-dropout mask
+    elif cfg.final_norm and not cfg.linear:
+        head += t * d + 2 * t  # final LayerNorm
+    return cfg.n_layers * _layer_activation_values(cfg, t) + head
 
 
 def memory_estimate(model_cfg, n_ctx: int | None = None, batch: int = 1,
