@@ -26,7 +26,7 @@ class PrepConfig:
     text_column: str = "text"  # Parquet column / JSON field holding the document
     shard_tokens: int = 50_000_000  # a shard closes after the document that reaches this many tokens
     sample_tokens: int = 131_072  # a webdataset sample (one zstd array) closes likewise
-    task_mb: int = 512  # Parquet: consecutive row groups are grouped into tasks of about this many MB
+    task_mb: float = 512  # Parquet: consecutive row groups are grouped into tasks of about this many MB
     on_error: Literal["raise", "skip"] = "raise"  # skip: bad documents become counted skips
     max_doc_bytes: int = 8_000_000  # longer documents are bad input (a 100 MB "document" is an error)
     resume: bool = False  # redo only unfinished tasks of an existing plan in `out`
@@ -37,9 +37,11 @@ class PrepConfig:
             raise ConfigError(f"workers must be >= 0 (0 = all CPUs), got {self.workers}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        for key in ("shard_tokens", "sample_tokens", "task_mb", "max_doc_bytes"):
+        for key in ("shard_tokens", "sample_tokens", "max_doc_bytes"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.task_mb <= 0:
+            raise ConfigError(f"task_mb must be > 0, got {self.task_mb}")
 
     def n_workers(self) -> int:
         return self.workers or os.cpu_count() or 1

@@ -115,7 +115,7 @@ def plan_from_config(cfg: PrepConfig) -> dict:
     for path in expand_inputs(cfg.input):
         kind = input_kind(path)
         if kind == "parquet":
-            units, error = _parquet_units(path, cfg.task_mb << 20, cfg.on_error)
+            units, error = _parquet_units(path, int(cfg.task_mb * 2**20), cfg.on_error)
             if error:
                 unreadable.append({"path": path, "error": error})
         elif kind == "builtin":
