@@ -13,7 +13,7 @@ from pretrain.models import build_model
 from pretrain.models.flops import (activation_values_per_sequence, memory_estimate, param_counts,
                                    training_flops_per_token)
 from conftest import REPO_ROOT
-from models_helpers import variant_params, tiny_config
+from test_models_variants import variant_params, tiny_config
 
 PAIR = REPO_ROOT / "configs" / "models"
 

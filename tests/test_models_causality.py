@@ -4,7 +4,7 @@ import torch
 
 from pretrain.models import build_model
 from pretrain.models.mixer import MaskedMatrix
-from models_helpers import MIXER_VARIANTS, variant_params, tiny_config
+from test_models_variants import MIXER_VARIANTS, variant_params, tiny_config
 
 
 @variant_params()

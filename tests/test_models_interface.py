@@ -11,7 +11,7 @@ from pretrain.models.flops import param_counts
 from pretrain.models.mixer import MixerBlock
 from stackcore.config import ConfigError, load_config
 from conftest import REPO_ROOT
-from models_helpers import VARIANTS, variant_params, tiny_config
+from test_models_variants import VARIANTS, variant_params, tiny_config
 
 
 @variant_params()

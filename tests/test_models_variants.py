@@ -1,4 +1,5 @@
-"""Tiny model configs shared by the models/FLOPs tests: every family and every mixer option."""
+"""Tiny model configs shared by the models/FLOPs tests (every family and every mixer option), and a
+check that each variant really is a distinct model."""
 from __future__ import annotations
 
 import dataclasses
@@ -44,3 +45,22 @@ def variant_params(variants=VARIANTS):
 
 def with_(cfg: ModelConfig, **changes) -> ModelConfig:
     return dataclasses.replace(cfg, **changes)
+
+
+def test_every_variant_builds_a_distinct_model():
+    from pretrain.models import build_model
+    from pretrain.models.flops import param_counts, training_flops_per_token
+
+    import torch
+
+    ids = torch.arange(16).view(1, 16) % 97
+    signatures = set()
+    for name, overrides in VARIANTS:
+        cfg = tiny_config(**overrides)
+        torch.manual_seed(0)
+        model = build_model(cfg).eval()
+        with torch.no_grad():  # same seed, same input: different wiring gives different logits
+            logits = tuple(model(ids).logits[0, -1, :4].round(decimals=4).tolist())
+        signatures.add((model.num_params(), training_flops_per_token(cfg), logits))
+        assert model.num_params() == param_counts(cfg)["total"], name
+    assert len(signatures) == len(VARIANTS)
