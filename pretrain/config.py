@@ -61,6 +61,10 @@ class DataConfig:
     shuffle_buffer: int = 256  # sequences
     workers: int = 0  # DataLoader worker processes
     val_tokens: int = 65536  # the fixed validation set: first K tokens of the val split
+    # Independent reader streams; micro-batch j of a step comes from stream j % streams, so runs with
+    # the same `streams` see the same global batches at any world size. 0 = world_size * max(1, workers).
+    streams: int = 0
+    tokenizer: str = ""  # expected manifest tokenizer name ("" = accept any; the vocabulary is always checked)
 
 
 @dataclass
@@ -83,6 +87,7 @@ class TrainConfig:
     compile: bool = False
     max_nonfinite: int = 5  # stop after this many non-finite losses in a row
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    debug_step_sleep_s: float = 0.0  # tests only: slow each step so an outside signal lands mid-run
 
 
 @dataclass
