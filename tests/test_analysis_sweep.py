@@ -54,7 +54,7 @@ def test_every_run_is_a_valid_config_at_the_same_budget_shape_and_data():
 def test_the_ablations_really_change_the_models():
     """norm = false removes every norm, residual = false changes the function, for both families."""
     torch.manual_seed(0)
-    ids = torch.randint(0, 50257, (1, 8))
+    ids = torch.randint(0, 4096, (1, 8))
     outputs = {}
     for name, cfg in _configs().items():
         cfg.model.d_model, cfg.model.n_layers = 32, 2  # the wiring, not the size, is under test
@@ -82,3 +82,8 @@ def test_linear_mixer_grid_shares_the_flexibility_runs():
     model = build_model(near)
     gelus = [n for n, m in model.named_modules() if "GeluMLP" in type(m).__name__]
     assert len(gelus) == 1 and not any(isinstance(m, torch.nn.LayerNorm) for m in model.modules())
+
+
+def test_vocab_matches_the_base_data_config():
+    for cfg in _configs().values():
+        assert cfg.model.vocab_size == 4096 and cfg.data.path.endswith("tinystories-4k")

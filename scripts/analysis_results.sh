@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# CPU-scale results of the three analyses (issue 7): flexibility sweep, linear/near-linear mixers with
+# samples, and input-representation accuracy, into docs/results/analysis/. Re-runnable: the prep and
+# finished runs are skipped. About 20-40 min on two shared CPU cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+PY=.venv/bin/python
+SHARED=../shared/data; [ -d "$SHARED" ] || SHARED=/work/shared/data
+DATA=runs/data/tinystories-4k
+OUT=docs/results/analysis
+SWEEP=runs/sweeps/flexibility
+mkdir -p "$OUT"
+
+# 1. The shared TinyStories sample (5,511 lower-case stories), a 4,096-token BPE trained on it, 3 % held out.
+[ -f "$DATA.tiktoken" ] || $PY -m data_prep train-tokenizer --input "$SHARED/tinystories/train-lower.jsonl.zst" \
+    --vocab-size 4096 --out "$DATA.tiktoken"
+[ -f "$DATA/manifest.json" ] || $PY -m data_prep tokenize --input "$SHARED/tinystories/train-lower.jsonl.zst" \
+    --tokenizer "$DATA.tiktoken" --out "$DATA" --val-fraction 0.03
+
+# 2. Flexibility sweep (7 runs) and the two minimal linear/near-linear mixers, locally in sequence.
+$PY -m slurm sweep --grid configs/sweeps/flexibility.toml --local
+$PY -m slurm sweep --grid configs/sweeps/linear-mixers.toml --local
+$PY -m eval flexibility --sweep "$SWEEP" --out "$OUT/flexibility"
+
+# 3. Samples: greedy and temperature 0.8 from the full, linear and near-linear mixers (and Llama).
+: > "$OUT/samples.txt.tmp"
+for run in mixer-full mixer-linear mixer-linear-min mixer-nearlinear-min llama-full; do
+  for temp in 0 0.8; do
+    $PY -m pretrain.generate --run "$SWEEP/$run" --prompt "once upon a time, there was a little" \
+        --max-new-tokens 48 --temperature "$temp" --top-k 50 >> "$OUT/samples.txt.tmp"
+  done
+done
+mv "$OUT/samples.txt.tmp" "$OUT/samples.txt"
+
+# 4. Input-representation accuracy, untrained vs trained, mixer vs Llama, every depth.
+$PY -m eval representation --untrained --config "$SWEEP/mixer-full/config.toml" \
+    --config "$SWEEP/llama-full/config.toml" --run "$SWEEP/mixer-full" --run "$SWEEP/llama-full" \
+    --data "$DATA" --samples 8 --steps 500 --out "$OUT/representation"
+echo "results in $OUT"
