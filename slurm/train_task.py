@@ -61,16 +61,30 @@ def _note_signal(signum: int, frame: Any) -> None:
     _early_signals.append(signum)
 
 
-def _failure_from_status(run_dir: Path) -> str:
-    """The trainer's own account of a failure (status.json), when it wrote one."""
+def _failure_from_run_dir(run_dir: Path) -> str:
+    """The trainer's own account of a failure: error.txt (its traceback), else status.json's error."""
     import json
 
-    path = run_dir / "status.json"
     try:
-        status = json.loads(path.read_text())
+        text = (run_dir / "error.txt").read_text()
+        if text.strip():
+            return text
+    except OSError:
+        pass
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
     except (OSError, ValueError):
         return ""
-    return str(status.get("traceback") or status.get("error") or status.get("message") or "")
+    return str(status.get("error") or "")
+
+
+def _log_tail(env: Any, lines: int = 40) -> str:
+    """The end of this task's stderr log: where the trainer printed an error it handled itself."""
+    try:
+        text = Path(env.paths.stderr).read_text(errors="replace")
+    except (OSError, AttributeError):
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 class TrainTask:
@@ -110,7 +124,7 @@ class TrainTask:
         if rc == (self.preempted_code if self.preempted_code is not None else exit_preempted()):
             self._requeue(rank, env.job_id, restart)
         if rc != 0:
-            detail = _failure_from_status(run_dir)
+            detail = _failure_from_run_dir(run_dir) or _log_tail(env)
             message = (f"training exited with code {rc} in Slurm job {env.job_id} (rank {rank})"
                        + (f":\n{detail}" if detail else f"; see {run_dir}/slurm/ logs"))
             self._fail(rank, env.job_id, message)

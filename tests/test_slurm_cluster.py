@@ -1,0 +1,248 @@
+"""The Slurm launchers against a real one-node Slurm cluster (slurm/local/start.sh; `make test` starts it
+and sets MIXERSTACK_SLURM=1). Tiny configs, few steps: the whole file runs in a few minutes."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import shared_dir
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(not os.environ.get("MIXERSTACK_SLURM"),
+                       reason="no local Slurm cluster: run `bash slurm/local/start.sh` (root, Debian) and set "
+                              "MIXERSTACK_SLURM=1, or use `make test`, which does both"),
+]
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+DATA = shared_dir() / "data"
+TOKENIZER = DATA / "tokenizers" / "r50k_base.tiktoken"
+CORPORA = [DATA / "tinystories" / "train-head.jsonl", DATA / "enwiki" / "enwiki-sample.parquet",
+           DATA / "tinystories" / "valid-head.txt"]
+STEPS = 24
+
+
+def run(cmd: list[str], timeout: float = 300, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env=env, **kw)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{cmd} -> {done.returncode}\nstdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("slurm")
+
+
+@pytest.fixture(scope="module")
+def corpus(work) -> Path:
+    out = work / "corpus"
+    run([PY, "-m", "data_prep", "tokenize", "--input", CORPORA[0], "--tokenizer", TOKENIZER, "--out", out,
+         "--workers", "1", "--val-fraction", "0.05"])
+    return out
+
+
+def write_config(work: Path, corpus: Path, name: str, **sections: dict) -> Path:
+    """A tiny 2-rank CPU run: mixer d64 x 2 layers at n_ctx 32; `sections` override/extend it."""
+    table = {
+        "run": {"name": name, "dir": str(work / "runs"), "seed": 3},
+        "model": {"family": "mixer", "d_model": 64, "n_layers": 2, "n_ctx": 32, "vocab_size": 50257},
+        "data": {"path": str(corpus), "val_tokens": 2048, "shuffle_buffer": 16},
+        "train": {"steps": STEPS, "micro_batch": 2, "global_batch": 4, "warmup": 2, "device": "cpu", "lr": 1e-3},
+        "checkpoint": {"every": 0},
+        "log": {"every": 1, "eval_every": 0},
+        "slurm": {"tasks_per_node": 2, "time": "00:10:00", "signal_lead_s": 30, "max_requeues": 5},
+    }
+    for section, values in sections.items():
+        table.setdefault(section, {}).update(values)
+    lines = []
+    for section, values in table.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path = work / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    from stackcore import rundir
+
+    return {r["step"]: r["train_loss"] for r in rundir.read_metrics(run_dir) if r.get("train_loss") is not None}
+
+
+def assert_same_losses(a: dict[int, float], b: dict[int, float]) -> None:
+    assert sorted(a) == sorted(b), (sorted(a), sorted(b))
+    assert len(a) == STEPS, f"expected {STEPS} logged steps, got {sorted(a)}"
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), f"step {step}: {a[step]} != {b[step]}"
+
+
+@pytest.fixture(scope="module")
+def reference(work, corpus) -> dict[int, float]:
+    """The same config trained locally with 2 ranks (two processes, env:// rendezvous), uninterrupted."""
+    from pretrain.distributed import free_port
+
+    cfg = write_config(work, corpus, "local-ref")
+    port = str(free_port())
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        procs.append(subprocess.Popen([PY, "-m", "pretrain.train", "--config", str(cfg)], cwd=REPO, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    got = losses(work / "runs" / "local-ref")
+    assert len(got) == STEPS
+    return got
+
+
+def submit(cfg: Path, *extra: str):
+    """Submit through the launcher's function (the CLI's code path) and return (job, run_dir)."""
+    from slurm import train_cli
+
+    _, train_argv, resolved = train_cli.resolve(["--config", str(cfg), *extra])
+    return train_cli.submit(train_argv, resolved), train_cli.run_dir_of(resolved)
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def sacct_state(job_id: str, final: bool = True) -> str:
+    """The job's state in Slurm's accounting; with `final`, waits (up to 60 s) until it has ended:
+    submitit returns the result as soon as the tasks have written it, before the job is closed."""
+    def state() -> str:
+        out = run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id]).stdout.split()
+        return out[0] if out else ""
+    if final:
+        wait_for(lambda: state() not in ("", "RUNNING", "PENDING", "COMPLETING", "REQUEUED"), 60,
+                 f"job {job_id} to end")
+    return state()
+
+
+def test_dry_run_is_a_valid_sbatch_script(work, corpus):
+    cfg = write_config(work, corpus, "dry")
+    out = run([PY, "-m", "slurm", "train", "--config", cfg, "--time", "00:05:00", "--partition", "debug",
+               "--dry-run"]).stdout
+    assert "#SBATCH --ntasks-per-node=2" in out and "#SBATCH --signal=USR1@30" in out and "#SBATCH --time=5" in out
+    script = work / "dry.sh"
+    script.write_text(out)
+    test = run(["sbatch", "--test-only", script], check=False)
+    assert test.returncode == 0 and "to start at" in test.stderr, test.stderr
+    grid = REPO / "configs" / "sweeps" / "ctx-pairs-tiny.toml"
+    sweep_out = run([PY, "-m", "slurm", "sweep", "--grid", grid, "--dry-run"]).stdout
+    assert "#SBATCH --array=0-11%2" in sweep_out
+    script.write_text(sweep_out[sweep_out.index("#!/bin/bash"):])
+    assert run(["sbatch", "--test-only", script], check=False).returncode == 0
+
+
+def test_train_two_ranks_matches_local_run(work, corpus, reference):
+    cfg = write_config(work, corpus, "slurm-plain")
+    done = run([PY, "-m", "slurm", "train", "--config", cfg, "--wait"], timeout=300)
+    run_dir = work / "runs" / "slurm-plain"
+    assert "completed after 0 requeue(s)" in done.stdout
+    assert_same_losses(losses(run_dir), reference)
+    assert list((run_dir / "tb").glob("events.out.tfevents.*")), "no tensorboard events"
+    assert any((run_dir / "checkpoints").iterdir()), "no checkpoint"
+    from slurm import jobs
+    events = [e["event"] for e in jobs.read(run_dir)]
+    assert events == ["submitted", "started", "completed"], events
+    assert list((run_dir / "slurm").glob("*_0_log.out")) and list((run_dir / "slurm").glob("*_1_log.out"))
+    assert sacct_state(jobs.job_ids(run_dir)[0]) == "COMPLETED"
+
+
+def test_scontrol_requeue_checkpoints_and_resumes_exactly(work, corpus, reference):
+    cfg = write_config(work, corpus, "slurm-requeue", train={"debug_step_sleep_s": 0.4})
+    job, run_dir = submit(cfg)
+    wait_for(lambda: len(losses(run_dir)) >= 6, 120, "6 logged steps")
+    run(["scontrol", "requeue", job.job_id])
+    job.results()  # raises if any rank failed
+    from slurm import jobs, status
+    assert jobs.requeue_count(run_dir) == 1
+    assert [e.get("restart") for e in jobs.read(run_dir) if e["event"] == "started"] == [0, 1]
+    assert_same_losses(losses(run_dir), reference)
+    row = status.status(run_dir)[0]
+    assert (row["state"], row["requeues"], row["step"]) == ("COMPLETED", 1, STEPS)
+    out = run([PY, "-m", "slurm", "status", run_dir]).stdout
+    assert "COMPLETED" in out and out.split()[-1] == "1"
+
+
+def test_time_limit_finishes_through_requeues(work, corpus, reference):
+    # A 1-minute limit with the signal 45 s ahead: every allocation is cut short (Slurm checks limits
+    # every ~30 s, so the signal lands 15-45 s in) and the run only finishes through requeues.
+    cfg = write_config(work, corpus, "slurm-timelimit", train={"debug_step_sleep_s": 1.5},
+                       slurm={"time": "00:01:00", "signal_lead_s": 45, "tasks_per_node": 2, "max_requeues": 6})
+    job, run_dir = submit(cfg)
+    job.results()
+    from slurm import jobs
+    assert jobs.requeue_count(run_dir) >= 1
+    assert_same_losses(losses(run_dir), reference)  # no lost or repeated steps
+    assert sacct_state(job.job_id) == "COMPLETED"
+
+
+def test_failing_job_surfaces_its_traceback_and_is_not_requeued(work, corpus):
+    cfg = write_config(work, corpus, "slurm-fail", data={"path": str(work / "no-such-corpus")},
+                       slurm={"tasks_per_node": 1})
+    done = run([PY, "-m", "slurm", "train", "--config", cfg, "--wait"], check=False, timeout=300)
+    run_dir = work / "runs" / "slurm-fail"
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" in done.stderr and "no-such-corpus" in done.stderr
+    failure = (run_dir / "slurm" / "failure.txt").read_text()
+    assert "no-such-corpus" in failure
+    from slurm import jobs
+    assert jobs.requeue_count(run_dir) == 0
+    assert sacct_state(jobs.job_ids(run_dir)[0]) == "FAILED"
+
+
+def test_prep_array_equals_local_tokenize_and_reruns_skip_done_tasks(work):
+    common = ["--input", *CORPORA, "--tokenizer", TOKENIZER, "--val-fraction", "0.02", "--task-mb", "1"]
+    local, array = work / "prep-local", work / "prep-array"
+    run([PY, "-m", "data_prep", "tokenize", *common, "--out", local, "--workers", "1"])
+    run([PY, "-m", "slurm", "prep", "--array", "2", *common, "--out", array, "--wait"])
+    a, b = (json.loads((d / "manifest.json").read_text()) for d in (local, array))
+    for m in (a, b):
+        m.pop("timings", None)
+    assert a == b
+    for shard in a["shards"]:
+        assert (local / shard["name"]).read_bytes() == (array / shard["name"]).read_bytes()
+    # Lose one task (marker + shards): a rerun queues just that task and rewrites the same manifest.
+    (array / "manifest.json").unlink()
+    (array / "tasks" / "00001.json").unlink()
+    for shard in array.glob("*-00001-*.tar"):
+        shard.unlink()
+    out = run([PY, "-m", "slurm", "prep", "--array", "2", *common, "--out", array, "--wait"]).stdout
+    assert "prep: 1 array elements" in out
+    again = json.loads((array / "manifest.json").read_text())
+    again.pop("timings", None)
+    assert again == a
+    assert "already done" in run([PY, "-m", "slurm", "prep", "--array", "2", *common, "--out", array]).stdout
+
+
+def test_sweep_array_and_status(work, corpus):
+    base = write_config(work, corpus, "sweep-base", train={"steps": 4}, slurm={"tasks_per_node": 1})
+    grid = work / "grid.toml"
+    grid.write_text(f'[sweep]\nname = "mini"\nbase = "{base}"\ndir = "{work / "sweep"}"\nmax_parallel = 2\n'
+                    '[axes]\n"run.seed" = [0, 1]\n[variants.mixer]\n[variants.llama]\n"model.family" = "llama"\n'
+                    '"model.heads" = 2\n')
+    done = run([PY, "-m", "slurm", "sweep", "--grid", grid, "--wait"], timeout=400)
+    assert "4 completed, 0 failed" in done.stdout
+    out = run([PY, "-m", "slurm", "status", work / "sweep"]).stdout.splitlines()
+    assert len(out) == 5 and all(" COMPLETED " in line and " 4 " in line for line in out[1:]), out
+    again = run([PY, "-m", "slurm", "sweep", "--grid", grid]).stdout
+    assert "nothing submitted" in again
