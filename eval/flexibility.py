@@ -9,6 +9,7 @@ minimum, non-finite steps, max grad norm). Writes report.md, flexibility.json an
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,23 @@ def _final_train_flops(run: Run) -> float | None:
     return max(flops) if flops else None
 
 
+def run_state(run: Run) -> str:
+    """The trainer's final state (status.json: completed / failed / preempted ...), '?' if absent."""
+    try:
+        status = json.loads((run.path / "status.json").read_text())
+    except (OSError, ValueError):
+        return "?"
+    state = str(status.get("state", "?"))
+    return f"{state}: {status['error']}" if status.get("error") and state == "failed" else state
+
+
 def run_row(run: Run, budget: float | None) -> dict[str, Any]:
     curve = run.curve("flops")
     finite = [(x, y) for x, y in zip(curve.x, curve.loss) if math.isfinite(y)]
     at_budget = value_at(curve.x, curve.loss, budget) if budget else None
     stab = stability_of_rows(run.metrics)
     label = variant(run)
-    return {"run": run.name, "path": str(run.path), "variant": label, "lr": run.config.get("train", {}).get("lr"),
+    return {"run": run.name, "path": str(run.path), "variant": label, "state": run_state(run), "lr": run.config.get("train", {}).get("lr"),
             "final_val_loss": finite[-1][1] if finite else None, "final_flops": _final_train_flops(run),
             "val_loss_at_budget": at_budget, "budget_flops": budget, **stab.as_dict(),
             "published": expectation(label)}
@@ -86,12 +97,13 @@ def report_markdown(rows: list[dict[str, Any]], budget: float | None) -> str:
     lines = [f"Matched budget: {_fmt(budget)} FLOPs (dense accounting). Spike = training loss above "
              f"{SPIKE_FACTOR}x its running minimum.", "",
              "| run | variant | lr | final val loss | val loss @ budget | spike steps (events) | non-finite "
-             "| max grad norm | stable | published |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| max grad norm | stable | end state | published |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         at = _fmt(r["val_loss_at_budget"]) if r["val_loss_at_budget"] is not None else "not reached"
         lines.append(f"| {r['run']} | {r['variant']} | {_fmt(r['lr'], 2)} | {_fmt(r['final_val_loss'])} | {at} "
                      f"| {r['spike_steps']} ({r['spike_events']}) | {r['nonfinite_steps']} "
-                     f"| {_fmt(r['max_grad_norm'], 3)} | {'yes' if r['stable'] else 'no'} | {r['published']} |")
+                     f"| {_fmt(r['max_grad_norm'], 3)} | {'yes' if r['stable'] else 'no'} | {r['state'][:60]} "
+                     f"| {r['published']} |")
     return "\n".join(lines) + "\n"
 
 

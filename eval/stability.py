@@ -79,12 +79,27 @@ def stability(losses: list[float | None], grad_norms: list[float | None] | None 
 
 
 def stability_of_rows(rows: list[dict[str, Any]], factor: float = SPIKE_FACTOR) -> Stability:
-    """Stability from metrics.jsonl rows (keys train_loss, grad_norm, step); rows without a training
-    loss (evaluation-only rows) are skipped."""
-    rows = [r for r in rows if "train_loss" in r and r["train_loss"] is not None or r.get("nonfinite")]
-    losses = [math.nan if r.get("nonfinite") and r.get("train_loss") is None else r.get("train_loss")
-              for r in rows]
-    losses = [float(x) if isinstance(x, str) and _nonfinite(x) else x for x in losses]
-    grads = [r.get("grad_norm") for r in rows]
-    grads = [float(g) if isinstance(g, str) and _nonfinite(g) else g for g in grads]
-    return stability(losses, grads, [int(r.get("step", i)) for i, r in enumerate(rows)], factor)
+    """Stability from metrics.jsonl rows (keys step, train_loss, grad_norm, skipped_steps).
+
+    The trainer skips a step whose loss is non-finite (no update), logs its train_loss as null and
+    counts it in the cumulative `skipped_steps`: such rows count as non-finite steps. Rows without a
+    training loss otherwise (evaluation-only rows) are ignored."""
+    losses, grads, steps = [], [], []
+    skipped_before = 0
+    for i, r in enumerate(rows):
+        skipped = r.get("skipped_steps")
+        newly_skipped = isinstance(skipped, (int, float)) and skipped > skipped_before
+        skipped_before = skipped if isinstance(skipped, (int, float)) else skipped_before
+        loss = r.get("train_loss")
+        if loss is None and (newly_skipped or r.get("nonfinite")):
+            loss = math.nan
+        if loss is None:
+            continue
+        losses.append(float(loss) if isinstance(loss, str) else loss)
+        g = r.get("grad_norm")
+        grads.append(float(g) if isinstance(g, str) and _nonfinite(g) else g)
+        steps.append(int(r.get("step", i)))
+    result = stability(losses, grads, steps, factor)
+    # log.every > 1 hides skipped steps between rows: the trainer's counter is the floor
+    result.nonfinite_steps = max(result.nonfinite_steps, int(skipped_before))
+    return result

@@ -100,3 +100,14 @@ def test_variant_labels(tmp_path):
     assert variant(run) == "mixer no-residual"
     with pytest.raises(SystemExit, match="no run directories"):
         flexibility_main(["--sweep", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+
+
+def test_trainer_skipped_steps_count_as_nonfinite():
+    """pretrain.train logs a skipped (non-finite) step as train_loss null + a cumulative skipped_steps."""
+    rows = [{"step": 1, "train_loss": 5.0, "grad_norm": 1.0, "skipped_steps": 0},
+            {"step": 2, "train_loss": None, "grad_norm": None, "skipped_steps": 1},
+            {"step": 3, "train_loss": 4.0, "grad_norm": 2.0, "skipped_steps": 1},
+            {"step": 3, "val_loss": 4.2},
+            {"step": 6, "train_loss": 3.0, "grad_norm": 2.0, "skipped_steps": 3}]  # log.every = 3
+    s = stability_of_rows(rows)
+    assert s.nonfinite_steps == 3 and s.steps == 4 and s.max_grad_norm == 2.0 and not s.stable
