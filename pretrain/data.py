@@ -179,12 +179,13 @@ def _identity(x):
 
 
 class _RankStreams(IterableDataset):
-    """Yields (stream id, micro-batch, stream state after it) for this rank's streams, in the order
-    micro-batches are consumed; worker w of n owns the local streams l with l % n == w, which matches
-    the DataLoader's round-robin over workers."""
+    """Yields (stream id, micro-batch, stream state after it) for this rank's streams in the order
+    micro-batches are consumed (starting at local stream `start`); worker w of n owns the positions
+    i % n == w of that rotated order, which matches the DataLoader's round-robin over workers."""
 
-    def __init__(self, specs: list[StreamSpec], states: list[dict | None]):
-        self.specs, self.states = specs, states
+    def __init__(self, specs: list[StreamSpec], states: list[dict], start: int):
+        self.specs = specs[start:] + specs[:start]
+        self.states = states[start:] + states[:start]
 
     def __iter__(self):
         info = get_worker_info()
@@ -199,7 +200,7 @@ class _RankStreams(IterableDataset):
 class TrainLoader:
     """The rank's iterator of (input_ids, labels) micro-batches, with `state_dict()` for checkpoints."""
 
-    def __init__(self, cfg, rank: int, world: int, states: dict[int, dict] | None = None):
+    def __init__(self, cfg, rank: int, world: int, states: dict[int, dict] | None = None, consumed: int = 0):
         data, n_ctx = cfg.data, cfg.model.n_ctx
         manifest = check_manifest(data.path, cfg.model, data)
         shards = tuple(str(p) for p in shard_paths(data.path, manifest, "train"))
@@ -216,10 +217,11 @@ class TrainLoader:
                                  cfg.train.micro_batch) for s in self.local]
         self.states = {spec.stream: (states or {}).get(spec.stream) or new_state(spec) for spec in self.specs}
         self.workers = data.workers
+        self.consumed = consumed  # micro-batches taken by this rank: where the round-robin over streams is
         self._it = None
 
     def _iterator(self):
-        ds = _RankStreams(self.specs, [self.states[s] for s in self.local])
+        ds = _RankStreams(self.specs, [self.states[s] for s in self.local], self.consumed % len(self.local))
         if self.workers == 0:
             return iter(ds)
         return iter(DataLoader(ds, batch_size=None, num_workers=self.workers, collate_fn=_identity,
@@ -233,6 +235,7 @@ class TrainLoader:
             self._it = self._iterator()
         stream, batch, state = next(self._it)
         self.states[stream] = state
+        self.consumed += 1
         batch = torch.as_tensor(batch)
         return batch[:, 0].contiguous(), batch[:, 1].contiguous()
 

@@ -12,6 +12,9 @@ import torch
 import torch.distributed as dist
 
 
+_SELF_MADE = "MIXERSTACK_SELF_WORLD"
+
+
 @dataclass
 class World:
     rank: int
@@ -41,9 +44,10 @@ def _pick_device(kind: str, local_rank: int) -> torch.device:
 
 def init(device: str = "auto", timeout_s: int = 1800) -> World:
     """Joins (or creates) the process group; idempotent."""
-    if "RANK" not in os.environ:  # a bare `python -m pretrain.train`: a world of one
+    if "RANK" not in os.environ:
+        # a bare `python -m pretrain.train` (or a later in-process run): a world of one on a fresh port
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(free_port()))
+                          MASTER_PORT=str(free_port()), **{_SELF_MADE: "1"})
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = _pick_device(device, local_rank)
@@ -74,3 +78,6 @@ def barrier() -> None:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+    if os.environ.get(_SELF_MADE) == "1":  # leave no world of one behind for child processes
+        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", _SELF_MADE):
+            os.environ.pop(key, None)

@@ -71,11 +71,12 @@ def _train(cfg: RunConfig, world, run_dir: Path) -> dict[str, Any]:
     torch.manual_seed(cfg.run.seed * 1000 + world.rank + 1)  # dropout differs per rank
 
     ck_root = run_dir / "checkpoints"
-    state = {"step": 0, "tokens": 0, "flops": 0.0, "wall_s": 0.0, "skipped": 0}
+    state = {"step": 0, "tokens": 0, "flops": 0.0, "wall_s": 0.0, "skipped": 0, "micro_batches": 0}
     resume_from = checkpoint.resolve(ck_root, cfg.checkpoint.resume)
     if resume_from is not None:
         state, streams = checkpoint.load(engine, resume_from, world, loader.local)
         loader.states.update(streams)
+        loader.consumed = state["micro_batches"]
     manifest = check_manifest(cfg.data.path, cfg.model, cfg.data)
     val = validation_set(cfg, manifest)
     peak = cfg.log.peak_flops or device_peak_flops(world.device, t.precision)
@@ -148,6 +149,7 @@ def _train(cfg: RunConfig, world, run_dir: Path) -> dict[str, Any]:
                 metrics.log(row)
                 write_status(run_dir, "running", step, last["train_loss"])
             if stop or step == total or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
+                state["micro_batches"] = loader.consumed
                 checkpoint.save(engine, ck_root, step, state, loader.state_dict(), world, cfg.checkpoint.keep)
                 saved_at = step
                 tick = time.time()
@@ -155,6 +157,7 @@ def _train(cfg: RunConfig, world, run_dir: Path) -> dict[str, Any]:
                 last["state"] = "preempted"
                 break
         if saved_at != state["step"]:  # e.g. resumed at the final step
+            state["micro_batches"] = loader.consumed
             checkpoint.save(engine, ck_root, state["step"], state, loader.state_dict(), world, cfg.checkpoint.keep)
     finally:
         signals.restore()

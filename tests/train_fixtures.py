@@ -1,0 +1,43 @@
+"""Shared fixtures of the training tests: one tiny prepped corpus per session (real data_prep output from
+the shared TinyStories sample), the run-config overrides of a tiny model, and a clean env for children."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO_ROOT, shared_dir
+
+PY = sys.executable
+_CORPUS: dict[str, Path] = {}
+# d 32, n_ctx 32 keeps a step cheap even with the 50k GPT-2 vocabulary (the lm_head dominates).
+TINY = ["--model.d_model", "32", "--model.n_ctx", "32", "--train.micro_batch", "2", "--train.global_batch", "4",
+        "--data.streams", "2", "--data.shuffle_buffer", "8", "--data.val_tokens", "1024", "--train.warmup", "2",
+        "--log.eval_every", "3", "--train.device", "cpu"]
+
+
+def prepped_corpus(tmp_path_factory) -> Path:
+    """A data_prep directory of the first TinyStories stories: 4k-token samples, several shards."""
+    if "dir" not in _CORPUS:
+        out = tmp_path_factory.mktemp("corpus") / "prep"
+        data = shared_dir() / "data"
+        subprocess.run([PY, "-m", "data_prep", "tokenize", "--input", str(data / "tinystories/train-head.jsonl"),
+                        "--tokenizer", str(data / "tokenizers/r50k_base.tiktoken"), "--out", str(out),
+                        "--sample-tokens", "4096", "--shard-tokens", "60000", "--val-fraction", "0.05",
+                        "--workers", "1"], check=True, cwd=REPO_ROOT, env=child_env(), capture_output=True)
+        _CORPUS["dir"] = out
+    return _CORPUS["dir"]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child run: no inherited rank variables, one thread per process."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "MIXERSTACK_SELF_WORLD")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT), **extra)
+    return env
+
+
+def run_args(corpus: Path, run_dir: Path, name: str, *extra: str) -> list[str]:
+    return ["--config", str(REPO_ROOT / "configs/runs/tiny-mixer.toml"), "--data.path", str(corpus),
+            "--run.dir", str(run_dir), "--run.name", name, *TINY, *extra]
