@@ -77,7 +77,11 @@ def barrier() -> None:
 
 def shutdown() -> None:
     if dist.is_initialized():
-        dist.destroy_process_group()
+        # Through deepspeed.comm: it also drops DeepSpeed's cached groups, which would otherwise point at
+        # the destroyed world and break the next run in this process (slurm.sweep.run_local).
+        import deepspeed.comm as ds_comm
+
+        ds_comm.destroy_process_group()
     if os.environ.get(_SELF_MADE) == "1":  # leave no world of one behind for child processes
         for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", _SELF_MADE):
             os.environ.pop(key, None)

@@ -45,7 +45,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     for _, p in model.named_parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else rest).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    # A model with no 1-d parameters (Llama with model.norm = false: no gains, no biases) has an empty
+    # group, which DeepSpeed drops while the LR scheduler still counts it.
+    return [g for g in groups if g["params"]]
 
 
 def enable_activation_checkpointing(model: torch.nn.Module) -> None:
