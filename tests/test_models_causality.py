@@ -62,3 +62,24 @@ def test_bf16_autocast_keeps_causality_for_the_mixer():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         a, b = model(ids).logits, model(changed).logits
     assert torch.equal(a[:, :9], b[:, :9])
+
+
+def test_adamw_never_moves_masked_entries_and_keeps_their_state_zero():
+    torch.manual_seed(0)
+    cfg = tiny_config(family="mixer", expansion=1)
+    model = build_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    before = [m.weight.detach().clone() for m in model.modules() if isinstance(m, MaskedMatrix)]
+    ids = torch.randint(0, cfg.vocab_size, (2, cfg.n_ctx))
+    for _ in range(3):
+        opt.zero_grad()
+        model(ids, labels=ids).loss.backward()
+        opt.step()
+    matrices = [m for m in model.modules() if isinstance(m, MaskedMatrix)]
+    future = (1 - matrices[0].mask).bool()
+    for m, w0 in zip(matrices, before):
+        assert torch.equal(m.weight.detach()[..., future], w0[..., future])
+        assert not torch.equal(m.weight.detach()[..., ~future], w0[..., ~future])
+        state = opt.state[m.weight]
+        assert torch.count_nonzero(state["exp_avg"][..., future]) == 0
+        assert torch.count_nonzero(state["exp_avg_sq"][..., future]) == 0
