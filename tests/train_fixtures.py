@@ -41,3 +41,37 @@ def child_env(**extra: str) -> dict[str, str]:
 def run_args(corpus: Path, run_dir: Path, name: str, *extra: str) -> list[str]:
     return ["--config", str(REPO_ROOT / "configs/runs/tiny-mixer.toml"), "--data.path", str(corpus),
             "--run.dir", str(run_dir), "--run.name", name, *TINY, *extra]
+
+
+_RUNS: dict[tuple, Path] = {}
+
+
+def torchrun(nproc: int, args: list[str], **popen) -> list[str]:
+    from pretrain.distributed import free_port
+    return [PY, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port()),
+            "-m", "pretrain.train", *args]
+
+
+def reference_run(tmp_path_factory, nproc: int, zero: int, *extra: str) -> Path:
+    """A finished tiny run (6 steps, checkpoints every 2), made once per session and argument set:
+    in-process for one rank, through torchrun for more."""
+    key = (nproc, zero, extra)
+    if key not in _RUNS:
+        corpus = prepped_corpus(tmp_path_factory)
+        root = tmp_path_factory.mktemp(f"run-{nproc}r-z{zero}")
+        args = run_args(corpus, root, "ref", "--deepspeed.zero_stage", str(zero), "--train.steps", "6",
+                        "--checkpoint.every", "2", "--checkpoint.keep", "5", *extra)
+        if nproc == 1:
+            from pretrain.train import main
+            assert main(args) == 0
+        else:
+            done = subprocess.run(torchrun(nproc, args), cwd=REPO_ROOT, env=child_env(), capture_output=True,
+                                  text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+        _RUNS[key] = root / "ref"
+    return _RUNS[key]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    from stackcore.rundir import read_metrics
+    return {r["step"]: r["train_loss"] for r in read_metrics(run_dir) if r.get("train_loss") is not None}
