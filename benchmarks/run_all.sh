@@ -3,3 +3,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python benchmarks/bench_analysis.py
 .venv/bin/python benchmarks/bench_models.py
+.venv/bin/python benchmarks/bench_data_prep.py

@@ -14,7 +14,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import zstandard
 
@@ -24,6 +24,11 @@ EOT_LINE = "<|endoftext|>"
 PARQUET_BATCH_ROWS = 1024
 TXT_RULE_EOT = "endoftext-lines"
 TXT_RULE_BLANK = "blank-lines"
+
+
+class Document(NamedTuple):
+    text: str
+    utf8: bytes  # encoded once: its length counts bytes/token, its hash picks the split
 
 
 class InputError(ValueError):
@@ -68,23 +73,22 @@ class _Reader:
             raise InputError(f"{self.path}{where}: {message} (or pass --on-error skip to count and skip it)")
         self.stats.skipped[reason] += count
 
-    def check(self, text: str, where: str) -> str | None:
-        """The text if it may be tokenized, else None after counting (or raising) the reason."""
-        if not text.strip():
+    def check(self, text: str, where: str) -> Document | None:
+        """The document if it may be tokenized, else None after counting (or raising) the reason."""
+        if not text or text.isspace():  # (isspace: no copy, unlike strip)
             self.stats.skipped["empty"] += 1  # nothing to learn from; always a counted skip, never an error
             return None
-        if len(text) * 4 > self.max_doc_bytes or len(text) > self.max_doc_bytes:
+        if len(text) * 4 > self.max_doc_bytes:  # only then can the UTF-8 size exceed the limit
             size = len(text.encode("utf-8", "surrogatepass"))
             if size > self.max_doc_bytes:
                 self.problem("too_long", where, f"document of {size:,} bytes exceeds --max-doc-bytes "
                              f"{self.max_doc_bytes:,}; raise the limit if it is genuine")
                 return None
         try:
-            text.encode("utf-8")
+            return Document(text, text.encode("utf-8"))
         except UnicodeEncodeError as exc:  # lone surrogates, e.g. from a JSON "\ud800" escape
             self.problem("invalid_utf8", where, f"text is not valid Unicode ({exc.reason} at {exc.start})")
             return None
-        return text
 
 
 class JsonlReader(_Reader):
@@ -96,7 +100,7 @@ class JsonlReader(_Reader):
             return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
         return open(self.path, "rb")
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Document]:
         lineno = 0
         with self.open_binary() as fh:
             lines = iter(fh)
@@ -111,17 +115,17 @@ class JsonlReader(_Reader):
                                  f"line {lineno} ({exc}); re-download the file")
                     break
                 lineno += 1
-                if not line.strip():
+                if line.isspace():
                     continue  # blank lines are not records
                 self.stats.read += 1
                 text = self.parse(line, lineno)
-                if text is not None and (text := self.check(text, f":{lineno}")) is not None:
-                    yield text
+                if text is not None and (doc := self.check(text, f":{lineno}")) is not None:
+                    yield doc
 
     def parse(self, line: bytes, lineno: int) -> str | None:
         where = f":{lineno}"
         try:
-            record = json.loads(line.decode("utf-8"))
+            record = json.loads(line)  # bytes: decoded as strict UTF-8 inside, without an extra copy
         except UnicodeDecodeError as exc:
             self.problem("invalid_utf8", where, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})")
             return None
@@ -150,7 +154,7 @@ class TxtReader(_Reader):
                     return TXT_RULE_EOT
         return TXT_RULE_BLANK
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Document]:
         rule = self.rule()
         self.stats.notes["txt_rule"] = rule
         parts: list[str] = []
@@ -173,7 +177,8 @@ class TxtReader(_Reader):
                         bad = bad or f"line {lineno} is not valid UTF-8 ({exc.reason} at byte {exc.start})"
             yield from self.finish(parts, size, start, oversized, bad)
 
-    def finish(self, parts: list[str], size: int, start: int, oversized: bool, bad: str | None) -> Iterator[str]:
+    def finish(self, parts: list[str], size: int, start: int, oversized: bool,
+               bad: str | None) -> Iterator[Document]:
         if not parts and not oversized and bad is None:
             return  # separator runs and file edges hold no document
         self.stats.read += 1
@@ -183,8 +188,8 @@ class TxtReader(_Reader):
                          "limit if it is genuine")
         elif bad:
             self.problem("invalid_utf8", where, bad)
-        elif (text := self.check("".join(parts).strip(), where)) is not None:
-            yield text
+        elif (doc := self.check("".join(parts).strip(), where)) is not None:
+            yield doc
 
 
 class ParquetReader(_Reader):
@@ -192,7 +197,7 @@ class ParquetReader(_Reader):
         super().__init__(*args, **kwargs)
         self.row_groups = row_groups
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Document]:
         import pyarrow.parquet as pq
 
         try:
@@ -209,7 +214,7 @@ class ParquetReader(_Reader):
         for rg in self.row_groups:
             yield from self.row_group(pf, rg)
 
-    def row_group(self, pf, rg: int) -> Iterator[str]:
+    def row_group(self, pf, rg: int) -> Iterator[Document]:
         expected = pf.metadata.row_group(rg).num_rows
         seen = 0
         try:
@@ -227,8 +232,8 @@ class ParquetReader(_Reader):
                     if value is None:
                         self.problem("missing_text", f": row group {rg}, row {row}", "text is null")
                         continue
-                    if (text := self.check(value, f": row group {rg}, row {row}")) is not None:
-                        yield text
+                    if (doc := self.check(value, f": row group {rg}, row {row}")) is not None:
+                        yield doc
                 seen += len(column)
         except InputError:
             raise
@@ -240,7 +245,7 @@ class ParquetReader(_Reader):
 
 
 def read_documents(unit: dict, stats: InputStats, *, text_column: str, on_error: str,
-                   max_doc_bytes: int) -> Iterator[str]:
+                   max_doc_bytes: int) -> Iterator[Document]:
     """The documents of one planned unit ({"path", "kind", "row_groups"?, "part"?})."""
     path, kind = unit["path"], unit["kind"]
     common = dict(stats=stats, on_error=on_error, max_doc_bytes=max_doc_bytes, text_column=text_column)
@@ -250,8 +255,8 @@ def read_documents(unit: dict, stats: InputStats, *, text_column: str, on_error:
             stats.read += 1
             if skip_reason:
                 stats.skipped[skip_reason] += 1
-            elif (text := reader.check(text, f" ({name})")) is not None:
-                yield text
+            elif (doc := reader.check(text, f" ({name})")) is not None:
+                yield doc
         return
     if not Path(path).is_file():
         raise InputError(f"{path}: input file disappeared since planning; restore it or re-plan")

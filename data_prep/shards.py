@@ -43,7 +43,7 @@ class SplitWriter:
         self.out_dir, self.split, self.task, self.dtype = Path(out_dir), split, task, dtype
         self.sample_tokens, self.shard_tokens = sample_tokens, shard_tokens
         self.shards: list[dict] = []
-        self.utf8_bytes = 0
+        self.utf8_bytes = self.tokens = 0  # running totals (progress)
         self._ids: list[int] = []
         self._lengths: list[int] = []
         self._tar: tarfile.TarFile | None = None
@@ -52,9 +52,10 @@ class SplitWriter:
 
     def add(self, ids: list[int], utf8_bytes: int) -> None:
         """One tokenized document, EOS already appended."""
-        self._ids.extend(ids)
+        self._ids += ids
         self._lengths.append(len(ids))
         self.utf8_bytes += utf8_bytes
+        self.tokens += len(ids)
         if len(self._ids) >= self.sample_tokens:
             self._flush_sample()
             if self._shard_tokens >= self.shard_tokens:
@@ -73,7 +74,7 @@ class SplitWriter:
             self._open_shard()
         seq = len(self.shards)
         key = sample_key(self.task, seq, self._samples)
-        tokens = np.array(self._ids, dtype=self.dtype)
+        tokens = np.fromiter(self._ids, dtype=self.dtype, count=len(self._ids))
         for ext, payload in encode_sample(tokens, np.array(self._lengths, dtype="<u4"), self.dtype).items():
             self._tar.addfile(*_member(f"{key}.{ext}", payload))
         self._samples += 1

@@ -205,27 +205,35 @@ def run_task(out_dir: str | Path, index: int,
     writers = {split: SplitWriter(out, split, index, token_dtype(enc.n_vocab), opts["sample_tokens"],
                                   opts["shard_tokens"]) for split in SPLITS}
     stats = InputStats()
-    docs = tokens = nbytes = 0
-    val_fraction = opts["val_fraction"]
+    threshold = opts["val_fraction"] * 2**64  # is_val(), inlined: this loop is the hot path
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    add_train, add_val = writers["train"].add, writers["val"].add
+    reported = [0, 0, 0]
+
+    def report() -> None:
+        now = [stats.written, sum(w.tokens for w in writers.values()), sum(w.utf8_bytes for w in writers.values())]
+        progress(*(a - b for a, b in zip(now, reported)))
+        reported[:] = now
+
     try:
-        for text in read_documents(unit, stats, text_column=opts["text_column"], on_error=opts["on_error"],
-                                   max_doc_bytes=opts["max_doc_bytes"]):
-            utf8 = text.encode("utf-8")
+        for text, utf8 in read_documents(unit, stats, text_column=opts["text_column"],
+                                         on_error=opts["on_error"], max_doc_bytes=opts["max_doc_bytes"]):
             ids = encode(text)
             ids.append(eos)
-            writers["val" if is_val(utf8, val_fraction) else "train"].add(ids, len(utf8))
+            if threshold and from_bytes(blake2b(utf8, digest_size=8).digest(), "little") < threshold:
+                add_val(ids, len(utf8))
+            else:
+                add_train(ids, len(utf8))
             stats.written += 1
-            docs, tokens, nbytes = docs + 1, tokens + len(ids), nbytes + len(utf8)
-            if progress and docs % PROGRESS_EVERY == 0:
-                progress(docs, tokens, nbytes)
-                docs = tokens = nbytes = 0
+            if progress and stats.written % PROGRESS_EVERY == 0:
+                report()
         shards = [s for split in SPLITS for s in writers[split].close()]
     except BaseException:
         for writer in writers.values():
             writer.abort()
         raise
     if progress:
-        progress(docs, tokens, nbytes)
+        report()
     splits = {split: {"documents": sum(s["documents"] for s in w.shards),
                       "tokens": sum(s["tokens"] for s in w.shards), "utf8_bytes": w.utf8_bytes}
               for split, w in writers.items()}

@@ -12,8 +12,8 @@ pins) and get their pattern from tiktoken's own constructors. The result is a re
 """
 from __future__ import annotations
 
-import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
@@ -56,12 +56,13 @@ def parse_ranks(path: str | Path) -> tuple[dict[bytes, int], str]:
     except OSError as exc:
         raise TokenizerError(f"{path}: cannot read tokenizer file ({exc.strerror})") from None
     ranks: dict[bytes, int] = {}
+    decode = binascii.a2b_base64
     for lineno, line in enumerate(data.splitlines(), 1):
-        if not line.strip():
+        if not line:
             continue
         try:
             token, rank = line.split()
-            ranks[base64.b64decode(token, validate=True)] = int(rank)
+            ranks[decode(token, strict_mode=True)] = int(rank)
         except (ValueError, binascii.Error):
             raise TokenizerError(f"{path}:{lineno}: not a `base64token rank` line ({line[:60]!r}); "
                                  "is this a .tiktoken ranks file?") from None
@@ -72,13 +73,20 @@ def parse_ranks(path: str | Path) -> tuple[dict[bytes, int], str]:
 
 def ranks_bytes(ranks: dict[bytes, int]) -> bytes:
     """The canonical `.tiktoken` serialisation (sorted by rank); equals the published files byte for byte."""
-    return b"".join(base64.b64encode(tok) + b" " + str(rank).encode() + b"\n"
+    encode = binascii.b2a_base64
+    return b"".join(encode(tok, newline=False) + b" %d\n" % rank
                     for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]))
 
 
+_SHA_CACHE: dict[int, tuple[tiktoken.Encoding, str]] = {}
+
+
 def ranks_sha256(enc: tiktoken.Encoding) -> str:
-    """sha256 of the encoding's ranks in canonical file form (the manifest pins it)."""
-    return hashlib.sha256(ranks_bytes(enc._mergeable_ranks)).hexdigest()
+    """sha256 of the encoding's ranks in canonical file form (the manifest pins it); cached per object."""
+    cached = _SHA_CACHE.get(id(enc))
+    if cached is None or cached[0] is not enc:
+        cached = _SHA_CACHE[id(enc)] = (enc, hashlib.sha256(ranks_bytes(enc._mergeable_ranks)).hexdigest())
+    return cached[1]
 
 
 def _openai_constructor_args(name: str, ranks: dict[bytes, int]) -> dict[str, Any]:
@@ -101,7 +109,15 @@ def metadata_path(ranks_path: str | Path) -> Path:
 
 
 def load_tokenizer_file(path: str | Path) -> tiktoken.Encoding:
-    path = Path(path)
+    path = Path(path).resolve()
+    meta = metadata_path(path)
+    stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else None for p in (path, meta))
+    return _load_tokenizer_file(path, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_tokenizer_file(path: Path, _stamp: tuple) -> tiktoken.Encoding:
+    """Cached on (path, mtime, size) of the ranks and metadata files: planning and tasks share one load."""
     ranks, digest = parse_ranks(path)
     meta_file = metadata_path(path)
     if meta_file.is_file():

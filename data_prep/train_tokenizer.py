@@ -54,10 +54,10 @@ def sample_texts(cfg: TrainTokenizerConfig, stats: InputStats) -> Iterator[str]:
         else:
             units = [{"path": path, "kind": kind}]
         for unit in units:
-            for text in read_documents(unit, stats, text_column=cfg.text_column, on_error="skip",
-                                       max_doc_bytes=cfg.max_doc_bytes):
+            for text, utf8 in read_documents(unit, stats, text_column=cfg.text_column, on_error="skip",
+                                             max_doc_bytes=cfg.max_doc_bytes):
                 yield text
-                budget -= len(text.encode("utf-8"))
+                budget -= len(utf8)
                 if budget <= 0:
                     return
 
