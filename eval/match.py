@@ -4,8 +4,8 @@ FLOPs/token, parameters or training memory.
     python -m eval match --reference configs/models/llama-512.toml --family mixer --by flops
     plan(reference_cfg, "mixer", "flops") -> [{"d_model", "n_layers", "heads", "value", "ratio", "config"}, ...]
 
-Candidates: d_model in multiples of 64 (up to 4x the reference width), 1..2x the reference depth,
-the given head counts. Ranking: |log ratio| plus a penalty (0.5 per octave) for changing the
+Candidates: d_model in multiples of `width_step` (64 for a d512 reference) up to 4x the reference
+width, 1..2x the reference depth, the given head counts. Ranking: |log ratio| plus a penalty (0.5 per octave) for changing the
 depth, so an equal-depth shape wins unless another depth is clearly closer. Every other model field
 (n_ctx, vocab, ffn_mult, tying) is copied from the reference; mixer options take their defaults.
 """
@@ -40,6 +40,12 @@ def measure(cfg: ModelConfig, by: str, n_ctx: int | None = None, batch: int = 32
     raise ConfigError(f"--by must be one of {list(BY)}, got {by!r}")
 
 
+def width_step(d_model: int) -> int:
+    """Candidate widths are multiples of this: d/8 rounded down to a power of two, at least 8
+    (64 for d512), so tiny references get fine steps and large ones hardware-friendly widths."""
+    return max(8, 2 ** int(math.log2(max(d_model // 8, 1))))
+
+
 def default_heads(reference: ModelConfig, family: str) -> list[int]:
     if family == "mixer":
         return [1]  # the paper's flat mixer
@@ -61,8 +67,9 @@ def plan(reference_cfg, family: str, by: str, n_ctx: int | None = None, top: int
     base = dataclasses.replace(ref, n_ctx=t)
     target = measure(base, by, t, batch)
     rows = []
+    step = width_step(ref.d_model)
     for n_layers in range(1, 2 * ref.n_layers + 1):
-        for d in range(64, 4 * ref.d_model + 1, 64):
+        for d in range(step, 4 * ref.d_model + 1, step):
             for h in heads or default_heads(ref, family):
                 if d % h or (family == "llama" and (d // h) % 2):
                     continue
