@@ -79,9 +79,16 @@ def shutdown() -> None:
     if dist.is_initialized():
         # Through deepspeed.comm: it also drops DeepSpeed's cached groups, which would otherwise point at
         # the destroyed world and break the next run in this process (slurm.sweep.run_local).
-        import deepspeed.comm as ds_comm
+        # (only when DeepSpeed made its backend: a run that failed before deepspeed.initialize has none)
+        import sys
 
-        ds_comm.destroy_process_group()
+        import deepspeed.comm.comm  # noqa: F401
+
+        if getattr(sys.modules["deepspeed.comm.comm"], "cdb", None) is not None:
+            sys.modules["deepspeed.comm.comm"].destroy_process_group()
+        else:
+            from torch.distributed import distributed_c10d
+            distributed_c10d.destroy_process_group()
     if os.environ.get(_SELF_MADE) == "1":  # leave no world of one behind for child processes
         for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", _SELF_MADE):
             os.environ.pop(key, None)
