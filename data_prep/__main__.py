@@ -47,9 +47,11 @@ def cmd_tokenize(argv: list[str], plan_only: bool = False) -> int:
     done = len(plan["tasks"]) - len(todo)
     if done:
         print(f"resuming: {done} of {len(plan['tasks'])} tasks already done", file=sys.stderr)
-    run_tasks(cfg.out, todo, cfg.n_workers(), show_progress=cfg.progress)
+    if todo:
+        run_tasks(cfg.out, todo, cfg.n_workers(), show_progress=cfg.progress)
     manifest = finalize(cfg.out)
-    print(summary(manifest, cfg.out, time.perf_counter() - started))
+    # throughput only when this call did all the work (a resumed run's figure would mislead)
+    print(summary(manifest, cfg.out, time.perf_counter() - started if not done else None))
     return 0
 
 
