@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -59,6 +60,20 @@ def _note_signal(signum: int, frame: Any) -> None:
     # Until the trainer installs its handlers (and after it restores them), a signal must neither kill
     # the task nor reach submitit's handler, which would requeue behind the trainer's back.
     _early_signals.append(signum)
+
+
+def _replay_early_signals(stop: threading.Event) -> None:
+    """A signal that lands while the trainer is still importing/starting (Slurm may send the time-limit
+    warning up to a minute early) is re-sent to this process once the trainer's own handler is in
+    place, so the trainer still checkpoints and exits for a requeue instead of running into the limit."""
+    while not stop.wait(0.2):
+        while _early_signals:
+            signum = _early_signals[0]
+            handler = signal.getsignal(signum)
+            if handler in (_note_signal, signal.SIG_DFL, signal.SIG_IGN, None):
+                break  # the trainer is not listening yet
+            _early_signals.pop(0)
+            os.kill(os.getpid(), signum)
 
 
 def _failure_from_run_dir(run_dir: Path) -> str:
@@ -110,6 +125,8 @@ class TrainTask:
         if rank == 0:
             jobs.record(run_dir, "started", job_id=env.job_id, restart=restart, world_size=env.num_tasks,
                         master=f"{dist['MASTER_ADDR']}:{dist['MASTER_PORT']}", argv=self.argv)
+        stop_replay = threading.Event()
+        threading.Thread(target=_replay_early_signals, args=(stop_replay,), daemon=True).start()
         try:
             rc = _resolve(self.entry)(list(self.argv))
         except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised unchanged
@@ -120,6 +137,8 @@ class TrainTask:
             else:
                 self._fail(rank, env.job_id, traceback.format_exc())
                 raise
+        finally:
+            stop_replay.set()
         rc = int(rc or 0)
         if rc == (self.preempted_code if self.preempted_code is not None else exit_preempted()):
             self._requeue(rank, env.job_id, restart)

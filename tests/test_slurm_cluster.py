@@ -57,7 +57,8 @@ def write_config(work: Path, corpus: Path, name: str, **sections: dict) -> Path:
     table = {
         "run": {"name": name, "dir": str(work / "runs"), "seed": 3},
         "model": {"family": "mixer", "d_model": 64, "n_layers": 2, "n_ctx": 32, "vocab_size": 50257},
-        "data": {"path": str(corpus), "val_tokens": 2048, "shuffle_buffer": 16},
+        # streams fixed: the same global batches at any world size (a 1-rank run matches a 2-rank one)
+        "data": {"path": str(corpus), "val_tokens": 2048, "shuffle_buffer": 16, "streams": 2},
         "train": {"steps": STEPS, "micro_batch": 2, "global_batch": 4, "warmup": 2, "device": "cpu", "lr": 1e-3},
         "checkpoint": {"every": 0},
         "log": {"every": 1, "eval_every": 0},
@@ -184,10 +185,11 @@ def test_scontrol_requeue_checkpoints_and_resumes_exactly(work, corpus, referenc
 
 
 def test_time_limit_finishes_through_requeues(work, corpus, reference):
-    # A 1-minute limit with the signal 45 s ahead: every allocation is cut short (Slurm checks limits
-    # every ~30 s, so the signal lands 15-45 s in) and the run only finishes through requeues.
-    cfg = write_config(work, corpus, "slurm-timelimit", train={"debug_step_sleep_s": 1.5},
-                       slurm={"time": "00:01:00", "signal_lead_s": 45, "tasks_per_node": 2, "max_requeues": 6})
+    # A 2-minute limit, warning 60 s ahead, for a run that needs more than one allocation (24 steps of
+    # >= 2.5 s). Slurm checks limits on a 30 s tick and may warn up to 30 s early, so the signal lands
+    # 30-60 s into each allocation; the run only finishes through requeues. One rank keeps startup short.
+    cfg = write_config(work, corpus, "slurm-timelimit", train={"debug_step_sleep_s": 2.5},
+                       slurm={"time": "00:02:00", "signal_lead_s": 60, "tasks_per_node": 1, "max_requeues": 6})
     job, run_dir = submit(cfg)
     job.results()
     from slurm import jobs
