@@ -37,4 +37,7 @@ mv "$OUT/samples.txt.tmp" "$OUT/samples.txt"
 $PY -m eval representation --untrained --config "$SWEEP/mixer-full/config.toml" \
     --config "$SWEEP/llama-full/config.toml" --run "$SWEEP/mixer-full" --run "$SWEEP/llama-full" \
     --data "$DATA" --samples 8 --steps 500 --out "$OUT/representation"
+# 5. Is h a property of the architecture or of the embedding scale? (untrained, rescaled embeddings)
+$PY scripts/analysis_embedding_scale.py --data "$DATA" > "$OUT/embedding_scale.md.tmp" && \
+    mv "$OUT/embedding_scale.md.tmp" "$OUT/embedding_scale.md"
 echo "results in $OUT"
