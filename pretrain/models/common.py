@@ -64,6 +64,16 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
+def init_transformer_weights(model: nn.Module, std: float = 0.02) -> None:
+    """GPT-1 / Hugging Face Llama initialisation: N(0, 0.02) weights, zero biases. (The mixer keeps
+    PyTorch's defaults, as the original mixer code did.)"""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 class CausalLM(nn.Module):
     """Embedding -> blocks -> final norm -> lm_head, plus the shared loss. Families subclass it and
     fill `self.blocks` (and override `embed` when they add positions)."""

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.models.common import CausalLM, GeluMLP
+from pretrain.models.common import CausalLM, GeluMLP, init_transformer_weights
 
 
 class CausalSelfAttention(nn.Module):
@@ -44,7 +44,7 @@ class GPT(CausalLM):
         self.position_embedding = nn.Embedding(cfg.n_ctx, cfg.d_model)
         self.embed_dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.blocks = nn.ModuleList(GPTBlock(cfg) for _ in range(cfg.n_layers))
-        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        init_transformer_weights(self)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         self.check_length(input_ids)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.models.common import CausalLM, SwiGLU
+from pretrain.models.common import CausalLM, SwiGLU, init_transformer_weights
 
 
 def rope_tables(n_ctx: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,3 +70,4 @@ class Llama(CausalLM):
     def __init__(self, cfg):
         super().__init__(cfg, final_norm=_rms_norm(cfg))
         self.blocks = nn.ModuleList(LlamaBlock(cfg) for _ in range(cfg.n_layers))
+        init_transformer_weights(self)
