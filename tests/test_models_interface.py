@@ -134,3 +134,35 @@ def test_every_shipped_model_config_builds_and_unknown_family_is_rejected():
     assert (pair["llama-512"].d_model, pair["llama-512"].n_layers, pair["llama-512"].heads) == (512, 16, 4)
     with pytest.raises(ConfigError, match="model.family"):
         load_config(RunConfig, None, ["--model.family", "rnn"])
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    from pretrain.models.llama import apply_rope, rope_tables
+
+    torch.manual_seed(0)
+    cos, sin = rope_tables(32, 8, 10000.0)
+    q, k = torch.randn(8), torch.randn(8)
+
+    def score(i, j):
+        rq = apply_rope(q.expand(1, 1, 32, 8), cos, sin)[0, 0, i]
+        rk = apply_rope(k.expand(1, 1, 32, 8), cos, sin)[0, 0, j]
+        return (rq * rk).sum()
+
+    assert torch.allclose(score(5, 2), score(20, 17), atol=1e-5)
+    assert not torch.allclose(score(5, 2), score(5, 4), atol=1e-3)
+    assert torch.allclose(apply_rope(q.expand(1, 1, 32, 8), cos, sin)[0, 0, 0], q)  # position 0: identity
+
+
+@pytest.mark.parametrize("family", ["mixer", "llama", "gpt"])
+def test_pure_bf16_weights_as_a_bf16_engine_casts_them(family):
+    torch.manual_seed(0)
+    cfg = tiny_config(family=family, heads=2, softmax=family == "mixer")
+    model = build_model(cfg)
+    ids = torch.randint(0, cfg.vocab_size, (2, cfg.n_ctx))
+    fp32 = model(ids, labels=ids).loss.item()
+    model = model.to(torch.bfloat16)
+    out = model(ids, labels=ids)
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)
+    assert abs(out.loss.item() - fp32) < 0.05 * fp32
+    out.loss.backward()
+    assert all(p.grad.dtype == torch.bfloat16 for p in model.parameters() if p.grad is not None)

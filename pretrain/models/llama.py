@@ -9,17 +9,19 @@ from torch import nn
 from pretrain.models.common import CausalLM, SwiGLU, init_transformer_weights
 
 
-def rope_tables(n_ctx: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin [n_ctx, head_dim/2] for the rotate-half form of rotary embeddings."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-    angles = torch.outer(torch.arange(n_ctx, dtype=torch.float64), inv_freq)
-    return angles.cos().float(), angles.sin().float()
+def rope_tables(seq_len: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin [seq_len, head_dim/2] in fp32 for the rotate-half form of rotary embeddings.
+
+    Computed per call rather than kept as buffers: a bf16 engine (DeepSpeed) casts every floating
+    buffer, and bf16 angles lose the positions' precision. The cost is O(T * head_dim)."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x [B, H, T, hd]; rotates the pairs (x[..., i], x[..., i + hd/2]) by position-dependent angles."""
-    t = x.size(-2)
-    cos, sin = cos[:t].to(x.dtype), sin[:t].to(x.dtype)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
@@ -33,14 +35,13 @@ class RopeAttention(nn.Module):
             raise ValueError(f"llama: head dim d_model/heads = {self.head_dim} must be even for RoPE")
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        cos, sin = rope_tables(cfg.n_ctx, self.head_dim, cfg.rope_theta)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
+        self.rope_theta = cfg.rope_theta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, self.cos, self.sin), apply_rope(k, self.cos, self.sin)
+        cos, sin = rope_tables(t, self.head_dim, self.rope_theta, x.device)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
