@@ -9,7 +9,6 @@ one line/document, never a whole file.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -91,36 +90,66 @@ class _Reader:
             return None
 
 
+def _split_lines(pieces: list[bytes], data: bytes) -> Iterator[bytes]:
+    """Complete lines of `data`, prefixed by the unfinished line in `pieces` (updated in place); only the
+    new data is scanned, so a 100 MB line costs linear time."""
+    if b"\n" not in data:
+        pieces.append(data)
+        return
+    lines = data.split(b"\n")
+    yield b"".join(pieces) + lines[0] + b"\n"
+    for line in lines[1:-1]:
+        yield line + b"\n"
+    pieces[:] = [lines[-1]]
+
+
+def zstd_lines(path: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """Lines of a (multi-frame) .zst file, streamed. A truncated last frame raises ZstdError instead of
+    ending quietly (zstandard's stream_reader just stops, which would drop documents silently)."""
+    with open(path, "rb") as fh:
+        decoder, fed, pieces = zstandard.ZstdDecompressor().decompressobj(), False, []
+        while chunk := fh.read(chunk_bytes):
+            while chunk:
+                data, chunk, fed = decoder.decompress(chunk), b"", True
+                yield from _split_lines(pieces, data)
+                if decoder.eof:  # a frame ended; the next one (if any) starts in unused_data
+                    chunk = decoder.unused_data
+                    decoder, fed = zstandard.ZstdDecompressor().decompressobj(), False
+        if fed and not decoder.eof:
+            raise zstandard.ZstdError("truncated file: the last zstd frame is incomplete")
+        if rest := b"".join(pieces):
+            yield rest
+
+
 class JsonlReader(_Reader):
-    def open_binary(self) -> io.BufferedIOBase:
-        if self.path.endswith(".gz"):
-            return gzip.open(self.path, "rb")
+    def lines(self) -> Iterator[bytes]:
         if self.path.endswith(".zst"):
-            raw = open(self.path, "rb")
-            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-        return open(self.path, "rb")
+            yield from zstd_lines(self.path)
+            return
+        opener = gzip.open if self.path.endswith(".gz") else open
+        with opener(self.path, "rb") as fh:
+            yield from fh
 
     def __iter__(self) -> Iterator[Document]:
         lineno = 0
-        with self.open_binary() as fh:
-            lines = iter(fh)
-            while True:
-                try:
-                    line = next(lines)
-                except StopIteration:
-                    break
-                except (OSError, EOFError, zstandard.ZstdError) as exc:  # truncated/corrupt .gz/.zst
-                    self.stats.read += 1
-                    self.problem("corrupt_stream", f":{lineno + 1}", f"compressed stream is corrupt after "
-                                 f"line {lineno} ({exc}); re-download the file")
-                    break
-                lineno += 1
-                if line.isspace():
-                    continue  # blank lines are not records
+        lines = self.lines()
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                break
+            except (OSError, EOFError, zstandard.ZstdError) as exc:  # truncated/corrupt .gz/.zst
                 self.stats.read += 1
-                text = self.parse(line, lineno)
-                if text is not None and (doc := self.check(text, f":{lineno}")) is not None:
-                    yield doc
+                self.problem("corrupt_stream", f":{lineno + 1}", f"compressed stream is corrupt after "
+                             f"line {lineno} ({exc}); re-download the file")
+                break
+            lineno += 1
+            if line.isspace():
+                continue  # blank lines are not records
+            self.stats.read += 1
+            text = self.parse(line, lineno)
+            if text is not None and (doc := self.check(text, f":{lineno}")) is not None:
+                yield doc
 
     def parse(self, line: bytes, lineno: int) -> str | None:
         where = f":{lineno}"

@@ -157,3 +157,25 @@ def test_hundred_megabyte_document(tmp_path, good_jsonl, capsys):
         fh.write("Short one.\n\n" + ("spam " * 20 + "\n") * 1_000_000 + "\nShort two.\n")
     entry = check_skip(tmp_path, [txt], "big.txt", {"too_long": 1}, "--max-doc-bytes", "50000000")
     assert entry["written"] == 2
+
+
+def test_truncated_compressed_jsonl(tmp_path, shared_data, capsys):
+    """A cut-off download must not end quietly as a shorter corpus (zstd's stream reader would)."""
+    import gzip
+
+    src = shared_data / "tinystories/train-lower.jsonl.zst"
+    cut = tmp_path / "cut.jsonl.zst"
+    cut.write_bytes(src.read_bytes()[:500_000])
+    assert run(tmp_path, [cut]) == 1
+    assert "cut.jsonl.zst:" in (err := capsys.readouterr().err) and "last zstd frame is incomplete" in err
+    entry = check_skip(tmp_path, [cut], "cut.jsonl.zst", {"corrupt_stream": 1})
+    assert entry["written"] > 1000
+    gz = tmp_path / "cut.jsonl.gz"
+    gz.write_bytes(gzip.compress((shared_data / "tinystories/train-head.jsonl").read_bytes())[:200_000])
+    assert run(tmp_path, [gz], out="gz") == 1
+    assert "cut.jsonl.gz:" in capsys.readouterr().err
+    # two concatenated zstd frames are one valid file
+    two = tmp_path / "two.jsonl.zst"
+    two.write_bytes(src.read_bytes() * 2)
+    assert run(tmp_path, [two], out="two") == 0
+    assert read_manifest(tmp_path / "two")["inputs"][0]["written"] == 2 * 5511
