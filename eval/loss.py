@@ -106,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default="", help="also write the result as JSON here")
     args = parser.parse_args(argv)
+    from pretrain.checkpoint import CheckpointError
     try:
         result = checkpoint_loss(args.checkpoint, args.data, args.split, args.tokens, args.batch, args.device)
-    except (FormatError, FileNotFoundError, ValueError) as exc:
+    except (FormatError, FileNotFoundError, ValueError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     bpb = "n/a" if result["bpb"] is None else f"{result['bpb']:.4f}"

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import LogLocator, NullFormatter  # noqa: E402
 
 from eval.runs import AXIS_LABELS, Run  # noqa: E402
 
@@ -53,6 +54,10 @@ def plot_curves(runs: list[Run], axis: str, out_png: str | Path, title: str = ""
         labelled.add(label)
     for ax, ylabel in zip(axes[0], ("validation loss (nats/token)", "validation bits per byte")):
         ax.set_xscale("log")
+        # Labels at 1, 2, 5 x 10^k only: short runs span less than a decade, and labelling every
+        # minor tick there overprints.
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(AXIS_LABELS[axis])
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
