@@ -8,8 +8,8 @@ import json
 import sys
 
 from pretrain.config import RunConfig
-from pretrain.models.flops import (activation_values_per_sequence, memory_estimate, param_counts,
-                                   training_flops_per_token)
+from pretrain.models.flops import (activation_values_per_sequence, forward_flops_breakdown,
+                                   memory_estimate, param_counts, training_flops_per_token)
 from stackcore.config import ConfigError, load_config
 
 
@@ -26,6 +26,7 @@ def report(cfg: RunConfig, n_ctx: int | None = None) -> dict:
         "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
         "train_flops_per_token": dense,
         "train_flops_per_token_useful": training_flops_per_token(model, t, useful=True),
+        "train_flops_per_token_by_part": {k: 3 * v for k, v in forward_flops_breakdown(model, t).items()},
         "tokens_per_step": tokens_per_step, "train_flops_per_step": dense * tokens_per_step,
         "activation_bytes_per_sequence": activation_values_per_sequence(model, t)
         * (4 if cfg.train.precision == "fp32" else 2),
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  params              {rep['params_total']:>14,} total, {rep['params_non_embedding']:,} non-embedding")
     print(f"  train FLOPs/token   {_human(rep['train_flops_per_token'], 'FLOP'):>14} dense (MFU axis); "
           f"{_human(rep['train_flops_per_token_useful'], 'FLOP')} causal-useful")
+    parts = rep["train_flops_per_token_by_part"]
+    print("  by part             " + ", ".join(
+        f"{name} {100 * v / rep['train_flops_per_token']:.1f}%" for name, v in parts.items()))
     print(f"  train FLOPs/step    {_human(rep['train_flops_per_step'], 'FLOP'):>14} "
           f"({rep['tokens_per_step']:,} tokens = global_batch {cfg.train.global_batch} x n_ctx)")
     print(f"  activations/seq     {rep['activation_bytes_per_sequence'] / gib:>10.3f} GiB ({cfg.train.precision})")

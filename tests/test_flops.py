@@ -119,3 +119,14 @@ def test_cli_flops_and_match(capsys):
     assert "1024" in table and "ratio" in table
     assert match.main(["--reference", "missing.toml", "--family", "mixer"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_breakdown_sums_to_the_total_and_only_the_sequence_part_grows_with_n_ctx():
+    from pretrain.models.flops import forward_flops_breakdown
+
+    for family in ("mixer", "llama", "gpt"):
+        cfg = tiny_config(family=family, heads=2)
+        short, long = forward_flops_breakdown(cfg, 8), forward_flops_breakdown(cfg, 16)
+        assert 3 * sum(long.values()) == pytest.approx(training_flops_per_token(cfg, 16))
+        assert long["sequence"] == pytest.approx(2 * short["sequence"])
+        assert all(long[k] == short[k] for k in ("projections", "ffn", "lm_head"))

@@ -15,32 +15,34 @@ FLOP convention (used by training logs, MFU and eval):
 from __future__ import annotations
 
 
-def _forward_block_flops(cfg, t: int, useful: bool) -> float:
-    """Forward matmul FLOPs per token of one block at sequence length t."""
-    d, m = cfg.d_model, cfg.ffn_mult
-    seq = 0.5 if useful else 1.0  # causal fraction of the sequence-axis terms
+def forward_flops_breakdown(model_cfg, n_ctx: int | None = None, useful: bool = False) -> dict:
+    """Forward matmul FLOPs per token by part, summed over layers: "sequence" (token mixing or
+    attention scores/values: the only n_ctx-dependent term), "projections" (mixer head in/out or
+    attention q/k/v/o), "ffn", "lm_head"."""
+    cfg = getattr(model_cfg, "model", model_cfg)
+    t, d, m, n_layers = n_ctx or cfg.n_ctx, cfg.d_model, cfg.ffn_mult, cfg.n_layers
     if cfg.family == "mixer":
         k, e = cfg.kernel, cfg.expansion
-        mixing = 2 * e * t * d * (k + 1) if e > 0 else 2 * k * t * d
-        heads_proj = 4 * d * d if cfg.heads > 1 else 0
+        # expansion: an e*T x k*T stage then a T x e*T stage; else one T x k*T matrix
+        sequence = 2 * e * t * d * (k + 1) if e > 0 else 2 * k * t * d
+        projections = 4 * d * d if cfg.heads > 1 else 0
         ffn = 2 * d * d if cfg.linear else 4 * m * d * d
-        return seq * mixing + heads_proj + ffn
-    attention = 4 * t * d
-    projections = 8 * d * d
-    ffn = 6 * m * d * d if cfg.family == "llama" else 4 * m * d * d
-    return seq * attention + projections + ffn
+    else:
+        sequence = 4 * t * d  # QK^T and AV, dense (what is_causal SDPA kernels are charged)
+        projections = 8 * d * d
+        ffn = 6 * m * d * d if cfg.family == "llama" else 4 * m * d * d
+    return {"sequence": n_layers * sequence * (0.5 if useful else 1.0),
+            "projections": n_layers * projections, "ffn": n_layers * ffn,
+            "lm_head": 2 * d * cfg.vocab_size}
 
 
 def forward_flops_per_token(model_cfg, n_ctx: int | None = None, useful: bool = False) -> float:
-    t = n_ctx or model_cfg.n_ctx
-    lm_head = 2 * model_cfg.d_model * model_cfg.vocab_size
-    return model_cfg.n_layers * _forward_block_flops(model_cfg, t, useful) + lm_head
+    return float(sum(forward_flops_breakdown(model_cfg, n_ctx, useful).values()))
 
 
 def training_flops_per_token(model_cfg, n_ctx: int | None = None, useful: bool = False) -> float:
     """Forward + backward (3x forward) matmul FLOPs per token at sequence length n_ctx (default:
     the model's). Dense by default; `useful=True` counts only the causal half of mixing/attention."""
-    model_cfg = getattr(model_cfg, "model", model_cfg)
     return 3.0 * forward_flops_per_token(model_cfg, n_ctx, useful)
 
 
