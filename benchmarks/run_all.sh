@@ -4,3 +4,4 @@ cd "$(dirname "$0")/.."
 .venv/bin/python benchmarks/bench_analysis.py
 .venv/bin/python benchmarks/bench_models.py
 .venv/bin/python benchmarks/bench_data_prep.py
+.venv/bin/python benchmarks/bench_paper_ctx.py
