@@ -82,3 +82,27 @@ def test_cli_on_run_directories(tmp_path):
     saved = json.loads((out / "report.json").read_text())
     mixer = [g for g in saved["groups"] if g["family"] == "mixer"]
     assert mixer[0]["fit"]["params_opt"] == pytest.approx(0.1 * mixer[0]["budget"] ** 0.5, rel=0.05)
+
+
+def test_parameters_come_from_the_models_accounting(tmp_path):
+    """Without recorded counts, isoflop asks pretrain.models.flops.param_counts about each run's [model]."""
+    from pretrain.config import ModelConfig
+    from pretrain.models.flops import param_counts
+    from eval.isoflop import run_points
+    runs, truth = [], []
+    for d in (64, 128, 192, 256, 384, 512):
+        model = {"family": "llama", "d_model": d, "n_layers": 4, "n_ctx": 128, "vocab_size": 4096, "heads": 4}
+        n = param_counts(ModelConfig(**model))["non_embedding"]
+        truth.append(n)
+        run = tmp_path / f"d{d}"
+        run.mkdir()
+        (run / "config.toml").write_text(dump_toml({
+            "run": {"name": run.name}, "model": model, "train": {"budget_flops": 1e15},
+            "data": {"val_tokens": 4096, "fingerprint": "fp", "tokenizer": "tok"}}))
+        row = {"step": 5, "flops": 1e15, "tokens": 10, "val_loss": float(u_curve(n, 1.5e6, 3.0))}
+        (run / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+        runs.append(run)
+    points = run_points(runs, "non_embedding")
+    assert [p["params"] for p in points] == truth
+    (group,) = isoflop_fits(points)["groups"]
+    assert group["fit"]["params_opt"] == pytest.approx(1.5e6, rel=1e-6)
