@@ -115,10 +115,13 @@ def layer_stats(engine) -> dict[str, float]:
     for i, block in enumerate(engine.module.blocks):
         g2 = p2 = 0.0
         for p in block.parameters():
-            grad = safe_get_full_grad(p)
+            grad = safe_get_full_grad(p)  # ZeRO 0 keeps plain tensors: the accessors return None there
+            grad = p.grad if grad is None else grad
+            param = safe_get_full_fp32_param(p)
+            param = p.detach() if param is None else param
             if grad is not None:
                 g2 += float(grad.float().pow(2).sum())
-            p2 += float(safe_get_full_fp32_param(p).float().pow(2).sum())
+            p2 += float(param.float().pow(2).sum())
         out[f"block{i:02d}_grad_norm"] = math.sqrt(g2)
         out[f"block{i:02d}_param_norm"] = math.sqrt(p2)
     return out

@@ -179,6 +179,8 @@ def _grad_norm(engine, zero_stage: int) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # the `deepspeed` launcher appends --local_rank=N; LOCAL_RANK in the environment says the same
+    argv = [a for a in argv if not a.startswith(("--local_rank=", "--local-rank="))]
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__)
         return 0

@@ -39,6 +39,10 @@ def test_events_match_metrics_jsonl(run_dir):
     header = (run_dir / "config.toml").read_text().splitlines()[:8]
     assert header[0].startswith("# git_commit: ") and any("deepspeed: " in h for h in header)
     assert read_config(run_dir)["model"]["d_model"] == 32
+    stats = [r["layer_stats"] for r in rows if "layer_stats" in r]
+    assert [r["step"] for r in rows if "layer_stats" in r] == [3, 6]
+    assert stats[0]["block00_grad_norm"] > 0 and stats[0]["block01_param_norm"] > 0
+    assert "layers/block00_grad_norm" in tags
     # the metrics contract
     for key in ("step", "tokens", "flops", "train_loss", "lr", "grad_norm", "tokens_per_s", "peak_mem_mb", "wall_s"):
         assert all(key in r for r in rows)

@@ -14,7 +14,7 @@ _CORPUS: dict[str, Path] = {}
 # d 32, n_ctx 32 keeps a step cheap even with the 50k GPT-2 vocabulary (the lm_head dominates).
 TINY = ["--model.d_model", "32", "--model.n_ctx", "32", "--train.micro_batch", "2", "--train.global_batch", "4",
         "--data.streams", "2", "--data.shuffle_buffer", "8", "--data.val_tokens", "1024", "--train.warmup", "2",
-        "--log.eval_every", "3", "--train.device", "cpu"]
+        "--log.eval_every", "3", "--log.stats_every", "3", "--train.device", "cpu"]
 
 
 def prepped_corpus(tmp_path_factory) -> Path:
