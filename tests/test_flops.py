@@ -34,6 +34,7 @@ def test_training_flops_match_flop_counter(overrides, seq_len):
     model = build_model(cfg)
     ids = torch.randint(0, cfg.vocab_size, (2, seq_len))
     analytic = training_flops_per_token(cfg, n_ctx=seq_len) * ids.numel()
+    assert model.training_flops_per_token(seq_len) * ids.numel() == analytic
     assert measured_training_flops(model, ids) == pytest.approx(analytic, rel=0.02)
 
 

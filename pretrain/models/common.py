@@ -112,6 +112,11 @@ class CausalLM(nn.Module):
         loss = next_token_loss(logits, labels) if labels is not None else None
         return CausalLMOutput(logits=logits, loss=loss)
 
+    def training_flops_per_token(self, n_ctx: int | None = None, useful: bool = False) -> float:
+        """This model's forward+backward FLOPs per token (see pretrain.models.flops)."""
+        from pretrain.models.flops import training_flops_per_token
+        return training_flops_per_token(self.cfg, n_ctx, useful)
+
     def num_params(self, non_embedding: bool = False) -> int:
         """Distinct parameters (a tied lm_head counts once). non_embedding drops the token (and
         position) embeddings and an untied lm_head, matching `flops.param_counts`."""
