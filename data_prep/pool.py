@@ -29,8 +29,12 @@ def _work(args: tuple[str, int]) -> dict:
     out_dir, index = args
     try:
         return run_task(out_dir, index, progress=_send)
-    except Exception as exc:  # re-raise with the task named; the message already names the file
-        raise type(exc)(f"task {index}: {exc}") if isinstance(exc, ValueError) else exc
+    except ValueError as exc:  # our errors: re-raise with the task named (the message names the file)
+        try:
+            renamed = type(exc)(f"task {index}: {exc}")
+        except TypeError:  # an exception type with another constructor: keep it as it is
+            raise exc from None
+        raise renamed from None
 
 
 class _Progress:

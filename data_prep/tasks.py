@@ -211,7 +211,8 @@ def run_task(out_dir: str | Path, index: int,
     reported = [0, 0, 0]
 
     def report() -> None:
-        now = [stats.written, sum(w.tokens for w in writers.values()), sum(w.utf8_bytes for w in writers.values())]
+        now = [stats.written, sum(w.tokens for w in writers.values()),
+               sum(w.utf8_bytes for w in writers.values())]
         progress(*(a - b for a, b in zip(now, reported)))
         reported[:] = now
 
