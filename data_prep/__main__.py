@@ -5,7 +5,7 @@
     plan      (same options as tokenize): write DIR/plan.json only and print the task count (Slurm arrays)
     run-task  DIR INDEX [INDEX ...]: run planned tasks by index (what one Slurm array element does)
     finalize  DIR: write DIR/manifest.json once every task is done
-    verify    DIR: re-read every shard against the manifest; non-zero exit naming each bad shard
+    verify    DIR [--workers N]: re-read every shard against the manifest; non-zero exit naming each bad one
     stats     DIR: tokens, documents, length percentiles, bytes per token
     train-tokenizer --input ... --vocab-size V --out FILE.tiktoken [--max-bytes B] [--text-column text]
 """
@@ -83,10 +83,15 @@ def cmd_verify(argv: list[str]) -> int:
     from data_prep.format import read_manifest
     from data_prep.inspect_shards import verify
 
-    if len(argv) != 1:
-        print("usage: python -m data_prep verify DIR", file=sys.stderr)
+    workers = 1
+    if "--workers" in argv:
+        at = argv.index("--workers")
+        workers = int(argv[at + 1]) if at + 1 < len(argv) and argv[at + 1].isdigit() else 0
+        argv = argv[:at] + argv[at + 2:]
+    if len(argv) != 1 or workers < 1:
+        print("usage: python -m data_prep verify DIR [--workers N]", file=sys.stderr)
         return 2
-    problems = verify(argv[0])
+    problems = verify(argv[0], workers)
     for problem in problems:
         print(f"BAD {problem}", file=sys.stderr)
     manifest = read_manifest(argv[0])

@@ -104,10 +104,14 @@ REQUIRED_MANIFEST_KEYS = ("version", "tokenizer", "vocab_size", "eos_id", "ranks
 def read_manifest(prep_dir: str | Path) -> dict[str, Any]:
     """The manifest of a prep directory, checked for the keys every reader relies on.
 
-    Schema (version 1): tokenizer (name), vocab_size, eos_id, ranks_sha256, dtype ("uint16"|"uint32"),
-    shards: [{name, split, task, seq, documents, tokens, bytes, sha256}], inputs: [{path, read, written,
-    skipped: {reason: n}}], totals: {documents, tokens, utf8_bytes, bytes_per_token (UTF-8 bytes/token),
-    per split: {split: {documents, tokens, utf8_bytes}}}, fingerprint (sha256 over the shard hashes).
+    Schema (version 1): tokenizer (name), tokenizer_spec (as given to --tokenizer), vocab_size, eos_id,
+    ranks_sha256, dtype ("uint16"|"uint32"), options (the prep options that shape the shards), tasks (count),
+    shards: [{name, split, task, seq, documents, tokens, samples, bytes, sha256}] (train then val, by task
+    and seq), inputs: [{path, read, written, skipped: {reason: n}, txt_rule?, error?}] (read = written +
+    skipped), totals: {documents, tokens, utf8_bytes, bytes_per_token (UTF-8 bytes/token, for bits per
+    byte), disk_bytes, disk_bytes_per_token, read, skipped, splits: {split: {documents, tokens, utf8_bytes,
+    shards}}}, fingerprint (sha256 over the shard names and hashes), timings (the only run-dependent part).
+    The split of a document: "val" iff blake2b-64(UTF-8 text, little-endian) < val_fraction * 2**64.
     """
     path = Path(prep_dir) / MANIFEST_NAME
     if not path.is_file():

@@ -121,7 +121,7 @@ def test_verify_and_stats(tmp_path, shared_data, capsys):
     data = bytearray(victim.read_bytes())
     data[700] ^= 0xFF
     victim.write_bytes(bytes(data))
-    assert prep_main(["verify", str(prep)]) == 1
+    assert prep_main(["verify", str(prep), "--workers", "2"]) == 1
     err = capsys.readouterr().err
     assert f"BAD {victim.name}: sha256 differs" in err
     assert sum(line.startswith("BAD") for line in err.splitlines()) == 2  # hash + unreadable sample
