@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import tarfile
 import tempfile
@@ -44,19 +45,22 @@ class SplitWriter:
         self.sample_tokens, self.shard_tokens = sample_tokens, shard_tokens
         self.shards: list[dict] = []
         self.utf8_bytes = self.tokens = 0  # running totals (progress)
-        self._ids: list[int] = []
+        self._docs: list[list[int]] = []  # token lists of the current sample (joined once, at flush)
         self._lengths: list[int] = []
+        self._pending = 0  # tokens in self._docs
         self._tar: tarfile.TarFile | None = None
         self._tmp = ""
         self._shard_docs = self._shard_tokens = self._samples = 0
 
     def add(self, ids: list[int], utf8_bytes: int) -> None:
         """One tokenized document, EOS already appended."""
-        self._ids += ids
-        self._lengths.append(len(ids))
+        n = len(ids)
+        self._docs.append(ids)
+        self._lengths.append(n)
         self.utf8_bytes += utf8_bytes
-        self.tokens += len(ids)
-        if len(self._ids) >= self.sample_tokens:
+        self.tokens += n
+        self._pending += n
+        if self._pending >= self.sample_tokens:
             self._flush_sample()
             if self._shard_tokens >= self.shard_tokens:
                 self._close_shard()
@@ -74,13 +78,14 @@ class SplitWriter:
             self._open_shard()
         seq = len(self.shards)
         key = sample_key(self.task, seq, self._samples)
-        tokens = np.fromiter(self._ids, dtype=self.dtype, count=len(self._ids))
+        # one pass over the documents' lists, no intermediate concatenated list
+        tokens = np.fromiter(itertools.chain.from_iterable(self._docs), dtype=self.dtype, count=self._pending)
         for ext, payload in encode_sample(tokens, np.array(self._lengths, dtype="<u4"), self.dtype).items():
             self._tar.addfile(*_member(f"{key}.{ext}", payload))
         self._samples += 1
         self._shard_docs += len(self._lengths)
         self._shard_tokens += len(tokens)
-        self._ids, self._lengths = [], []
+        self._docs, self._lengths, self._pending = [], [], 0
 
     def _close_shard(self) -> None:
         if self._tar is None:
