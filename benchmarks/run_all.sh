@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 .venv/bin/python benchmarks/bench_data_prep.py
 .venv/bin/python benchmarks/bench_paper_ctx.py
 .venv/bin/python benchmarks/bench_slurm.py
+.venv/bin/python benchmarks/bench_train.py

@@ -40,7 +40,9 @@ class MetricsLog:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
             tmp.replace(self.path)
         self.fh = self.path.open("a")
-        self.tb = SummaryWriter(str(run_dir / rundir.TB), purge_step=resume_step + 1 if resume_step >= 0 else None)
+        # events reach disk every 10 s and at close (a flush per step would cost a file write per step)
+        self.tb = SummaryWriter(str(run_dir / rundir.TB), purge_step=resume_step + 1 if resume_step >= 0 else None,
+                                flush_secs=10)
 
     def log(self, row: dict[str, Any]) -> None:
         self.fh.write(json.dumps(row) + "\n")
@@ -54,7 +56,6 @@ class MetricsLog:
                 self.tb.add_scalar(f"by_mflops/{key}", value, int(row["flops"] / 1e6))
         for name, value in (row.get("layer_stats") or {}).items():
             self.tb.add_scalar(f"layers/{name}", value, row["step"])
-        self.tb.flush()
 
     def close(self) -> None:
         self.fh.close()

@@ -70,6 +70,9 @@ def build_engine(model: torch.nn.Module, cfg, world: int, total_steps: int):
         wsd_decay_fraction=t.wsd_decay_fraction))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
                                            config=ds_config(cfg, world), dist_init_required=False)
+    if world == 1 and cfg.deepspeed.zero_stage == 0:
+        # One rank: the gradient all-reduce is an identity that still flattens and copies every gradient.
+        engine.enable_backward_allreduce = False
     if t.compile:
         engine.compile()
     return engine

@@ -30,6 +30,7 @@ from stackcore.config import ConfigError, load_config
 EXIT_PREEMPTED = 3  # a checkpoint was saved on a signal; Slurm requeues on this code
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2  # bad config / data / checkpoint: requeueing will not help
+STATUS_EVERY_S = 30.0
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:
@@ -87,7 +88,7 @@ def _train(cfg: RunConfig, world, run_dir: Path) -> dict[str, Any]:
     signals = StopSignals()
     last = {"train_loss": None, "val_loss": None, "state": "completed"}
     saved_at = state["step"] if resume_from is not None else -1
-    tick, tick_tokens = time.time(), 0
+    tick, tick_tokens, status_at = time.time(), 0, time.time()
     try:
         while state["step"] < total:
             lr = current_lr(engine)
@@ -147,7 +148,9 @@ def _train(cfg: RunConfig, world, run_dir: Path) -> dict[str, Any]:
                 row["layer_stats"] = stats
             if row is not None and metrics:
                 metrics.log(row)
-                write_status(run_dir, "running", step, last["train_loss"])
+                if time.time() - status_at > STATUS_EVERY_S:  # an fsync'ed write: not every step
+                    write_status(run_dir, "running", step, last["train_loss"])
+                    status_at = time.time()
             if stop or step == total or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
                 state["micro_batches"] = loader.consumed
                 checkpoint.save(engine, ck_root, step, state, loader.state_dict(), world, cfg.checkpoint.keep)
@@ -173,8 +176,8 @@ def _grad_norm(engine, zero_stage: int) -> float | None:
     """Pre-clipping global gradient norm; ZeRO stages report it themselves after the step, stage 0 does not."""
     if zero_stage != 0:
         return None
-    sq = sum(float(p.grad.float().pow(2).sum()) for p in engine.module.parameters() if p.grad is not None)
-    return math.sqrt(sq)
+    norms = [p.grad.detach().float().norm() for p in engine.module.parameters() if p.grad is not None]
+    return float(torch.stack(norms).norm()) if norms else 0.0  # one host sync, not one per tensor
 
 
 def main(argv: list[str] | None = None) -> int:
