@@ -59,6 +59,19 @@ def input_kind(path: str) -> str:
     raise InputError(f"{path}: unsupported input type; use .parquet, .jsonl(.gz|.zst), .txt or builtin:python-docs")
 
 
+# Where a document sits: a line number, (row group, row), or a ready string; formatted only for errors
+# (building a string per document would cost more than the check itself).
+Where = int | tuple[int, int] | str
+
+
+def _where(where: Where) -> str:
+    if isinstance(where, int):
+        return f":{where}"
+    if isinstance(where, tuple):
+        return f": row group {where[0]}, row {where[1]}"
+    return where
+
+
 class _Reader:
     """Shared skip/raise policy and the size and UTF-8 checks every document goes through."""
 
@@ -66,13 +79,14 @@ class _Reader:
         self.path, self.stats, self.on_error = path, stats, on_error
         self.max_doc_bytes, self.text_column = max_doc_bytes, text_column
 
-    def problem(self, reason: str, where: str, message: str, count: int = 1) -> None:
+    def problem(self, reason: str, where: Where, message: str, count: int = 1) -> None:
         """Raise, or count `count` documents skipped for `reason`."""
         if self.on_error != "skip":
-            raise InputError(f"{self.path}{where}: {message} (or pass --on-error skip to count and skip it)")
+            raise InputError(f"{self.path}{_where(where)}: {message} "
+                             "(or pass --on-error skip to count and skip it)")
         self.stats.skipped[reason] += count
 
-    def check(self, text: str, where: str) -> Document | None:
+    def check(self, text: str, where: Where) -> Document | None:
         """The document if it may be tokenized, else None after counting (or raising) the reason."""
         if not text or text.isspace():  # (isspace: no copy, unlike strip)
             self.stats.skipped["empty"] += 1  # nothing to learn from; always a counted skip, never an error
@@ -131,28 +145,27 @@ class JsonlReader(_Reader):
             yield from fh
 
     def __iter__(self) -> Iterator[Document]:
+        stats, check, column, loads = self.stats, self.check, self.text_column, json.loads
         lineno = 0
-        lines = self.lines()
-        while True:
-            try:
-                line = next(lines)
-            except StopIteration:
-                break
-            except (OSError, EOFError, zstandard.ZstdError) as exc:  # truncated/corrupt .gz/.zst
-                self.stats.read += 1
-                self.problem("corrupt_stream", f":{lineno + 1}", f"compressed stream is corrupt after "
-                             f"line {lineno} ({exc}); re-download the file")
-                break
-            lineno += 1
-            if line.isspace():
-                continue  # blank lines are not records
-            self.stats.read += 1
-            text = self.parse(line, lineno)
-            if text is not None and (doc := self.check(text, f":{lineno}")) is not None:
-                yield doc
+        try:
+            for lineno, line in enumerate(self.lines(), 1):
+                if line.isspace():
+                    continue  # blank lines are not records
+                stats.read += 1
+                try:  # the fast path; anything unusual goes through parse() for a precise error
+                    text = loads(line)[column]
+                    if type(text) is not str:
+                        raise TypeError
+                except Exception:  # noqa: BLE001
+                    text = self.parse(line, lineno)
+                if text is not None and (doc := check(text, lineno)) is not None:
+                    yield doc
+        except (OSError, EOFError, zstandard.ZstdError) as exc:  # truncated/corrupt .gz/.zst
+            stats.read += 1
+            self.problem("corrupt_stream", lineno + 1, f"compressed stream is corrupt after line {lineno} "
+                         f"({exc}); re-download the file")
 
-    def parse(self, line: bytes, lineno: int) -> str | None:
-        where = f":{lineno}"
+    def parse(self, line: bytes, where: int) -> str | None:
         try:
             record = json.loads(line)  # bytes: decoded as strict UTF-8 inside, without an extra copy
         except UnicodeDecodeError as exc:
@@ -211,7 +224,7 @@ class TxtReader(_Reader):
         if not parts and not oversized and bad is None:
             return  # separator runs and file edges hold no document
         self.stats.read += 1
-        where = f":{start}"
+        where = start  # the first line of the document
         if oversized:
             self.problem("too_long", where, f"document over --max-doc-bytes {self.max_doc_bytes:,}; raise the "
                          "limit if it is genuine")
@@ -256,12 +269,12 @@ class ParquetReader(_Reader):
                         try:
                             value = value.decode("utf-8")
                         except UnicodeDecodeError as exc:
-                            self.problem("invalid_utf8", f": row group {rg}, row {row}", f"not UTF-8 ({exc.reason})")
+                            self.problem("invalid_utf8", (rg, row), f"not UTF-8 ({exc.reason})")
                             continue
                     if value is None:
-                        self.problem("missing_text", f": row group {rg}, row {row}", "text is null")
+                        self.problem("missing_text", (rg, row), "text is null")
                         continue
-                    if (doc := self.check(value, f": row group {rg}, row {row}")) is not None:
+                    if (doc := self.check(value, (rg, row))) is not None:
                         yield doc
                 seen += len(column)
         except InputError:
