@@ -63,6 +63,10 @@ def build_engine(model: torch.nn.Module, cfg, world: int, total_steps: int):
     t = cfg.train
     if t.activation_checkpointing:
         enable_activation_checkpointing(model)
+    if t.precision == "bf16":
+        # DeepSpeed casts only the parameters; float buffers (causal masks, RoPE tables) must follow, or
+        # mixed-dtype matmuls fail. Its bf16 optimizer keeps the fp32 master weights.
+        model.to(torch.bfloat16)
     optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas),
                                   eps=1e-8, foreach=False)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
