@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,9 @@ def check(section: SlurmSection) -> None:
 def make_executor(section: SlurmSection, folder: str | Path, job_name: str,
                   array_parallelism: int | None = None) -> submitit.SlurmExecutor:
     check(section)
+    if shutil.which("srun") is None:
+        raise ConfigError("Slurm's srun/sbatch are not on PATH: run this on a Slurm login node (or start the "
+                          "local test cluster: sudo bash slurm/local/start.sh)")
     Path(folder).mkdir(parents=True, exist_ok=True)
     executor = submitit.SlurmExecutor(folder=str(folder), python=shlex.quote(sys.executable),
                                       max_num_timeout=section.max_requeues)
