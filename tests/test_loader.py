@@ -136,3 +136,9 @@ def test_schedules_and_budgets():
     assert total_steps(cfg.train, 100, 1e9) == 5  # the FLOP budget binds first
     cfg = load_config(RunConfig, None, ["--train.steps", "3", "--train.budget_tokens", "1000"])
     assert total_steps(cfg.train, 100, 1e9) == 3
+
+
+def test_more_streams_than_samples_is_a_clear_error(corpus):
+    loader = TrainLoader(make_cfg(corpus, "--data.streams", "512"), 0, 1)
+    with pytest.raises(FormatError, match=r"stream 511 of 512 got no sample.*lower data.streams"):
+        Stream(loader.specs[-1]).next_micro_batch()

@@ -88,3 +88,15 @@ def test_nonfinite_guard_zeroes_gradients_and_stops_after_a_streak():
     guard.record(True, 3)
     with pytest.raises(NonFiniteLossError, match="2 non-finite losses in a row"):
         guard.record(True, 4)
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(corpus, tmp_path, capsys):
+    args = run_args(corpus, tmp_path, "nonfinite", "--train.steps", "12", "--train.lr", "1e9", "--train.grad_clip", "0",
+                    "--train.warmup", "0", "--train.max_nonfinite", "3")
+    assert main(args) == EXIT_BAD_INPUT
+    assert "3 non-finite losses in a row" in capsys.readouterr().err
+    rows = [json.loads(line) for line in (tmp_path / "nonfinite" / "metrics.jsonl").read_text().splitlines()]
+    skipped = [r for r in rows if r["train_loss"] is None]
+    assert rows[0]["train_loss"] is not None and len(skipped) == 2 and skipped[-1]["skipped_steps"] == 2
+    status = json.loads((tmp_path / "nonfinite" / "status.json").read_text())
+    assert status["state"] == "failed" and "non-finite" in status["error"]
