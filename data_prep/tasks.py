@@ -136,8 +136,12 @@ def plan_from_config(cfg: PrepConfig) -> dict:
                             "an empty --out")
         for key in ("options", "ranks_sha256", "tasks", "unreadable_inputs"):
             if old.get(key) != plan[key]:
-                raise PrepError(f"{existing}: --resume with a different {key} than the interrupted run; rerun "
-                                "with the original inputs and options, or use a new --out")
+                detail = ""
+                if key == "options":
+                    detail = ": " + ", ".join(f"{k} {old[key].get(k)!r} -> {v!r}" for k, v in plan[key].items()
+                                              if old[key].get(k) != v)
+                raise PrepError(f"{existing}: --resume with different {key} than the interrupted run{detail}; "
+                                "rerun with the original inputs and options, or use a new --out")
         return old
     if cfg.resume and out.is_dir() and any(out.iterdir()):
         raise PrepError(f"{out}: --resume but no {PLAN_NAME}; this is not a prep directory")

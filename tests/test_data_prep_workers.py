@@ -110,4 +110,4 @@ def test_sigkill_then_resume_equals_uninterrupted(corpus, reference, tmp_path):
 def test_resume_with_other_options_is_refused(corpus, reference, tmp_path, capsys):
     argv = ["tokenize", "--input", *corpus, *options(reference), "--resume", "--val-fraction", "0.2"]
     assert prep_main(argv) == 1
-    assert "different options" in capsys.readouterr().err
+    assert "different options than the interrupted run: val_fraction 0.05 -> 0.2" in capsys.readouterr().err
