@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from tqdm import tqdm
+
 from stackcore.config import ConfigError
 from data_prep.format import atomic_write_bytes
 from data_prep.readers import InputStats, input_kind, read_documents
@@ -31,6 +33,7 @@ class TrainTokenizerConfig:
     max_bytes: int = 1_000_000_000  # the corpus sample: the first this many UTF-8 bytes, in input order
     text_column: str = "text"
     max_doc_bytes: int = 8_000_000
+    progress: bool = True
 
     def validate(self) -> None:
         if self.vocab_size < 258:
@@ -41,6 +44,15 @@ class TrainTokenizerConfig:
 
 def sample_texts(cfg: TrainTokenizerConfig, stats: InputStats) -> Iterator[str]:
     """Documents from the inputs, in order, until max_bytes of text (bad documents are skipped)."""
+    bar = tqdm(total=cfg.max_bytes, unit="B", unit_scale=True, desc="train-tokenizer: reading sample",
+               file=sys.stderr, disable=not cfg.progress)
+    try:
+        yield from _sample(cfg, stats, bar)
+    finally:
+        bar.close()
+
+
+def _sample(cfg: TrainTokenizerConfig, stats: InputStats, bar) -> Iterator[str]:
     from data_prep.tasks import _parquet_units, expand_inputs
     from data_prep.builtin_corpus import builtin_parts
 
@@ -58,6 +70,7 @@ def sample_texts(cfg: TrainTokenizerConfig, stats: InputStats) -> Iterator[str]:
                                              max_doc_bytes=cfg.max_doc_bytes):
                 yield text
                 budget -= len(utf8)
+                bar.update(len(utf8))
                 if budget <= 0:
                     return
 

@@ -166,7 +166,7 @@ def test_train_tokenizer_matches_trainer_on_held_out_text(tmp_path, shared_data)
 
     out = tmp_path / "ts1k.tiktoken"
     trainer, enc = train(TrainTokenizerConfig(input=[str(shared_data / "tinystories/train-head.jsonl")],
-                                              vocab_size=1024, out=str(out)))
+                                              vocab_size=1024, out=str(out), progress=False))
     assert enc.n_vocab == 1024 and enc.eot_token == 1023
     held_out = (shared_data / "tinystories/valid-head.txt").read_text()[:200_000]
     for chunk in [held_out[i:i + 5000] for i in range(0, len(held_out), 5000)]:
