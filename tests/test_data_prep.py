@@ -111,6 +111,9 @@ def test_verify_and_stats(tmp_path, shared_data, capsys):
              "--shard-tokens", "50000", tokenizer="gpt2")
     assert prep_main(["verify", str(prep)]) == 0
     capsys.readouterr()
+    assert prep_main(["stats", str(prep)]) == 0
+    table = capsys.readouterr().out
+    assert "p50" in table and "train" in table and "val" in table
     assert prep_main(["stats", str(prep), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     train = stats["splits"]["train"]
@@ -173,6 +176,11 @@ def test_train_tokenizer_matches_trainer_on_held_out_text(tmp_path, shared_data)
         assert enc.encode_ordinary(chunk) == trainer.encode(chunk)
     reloaded = load_tokenizer(out)  # offline, from the file + its metadata
     assert reloaded.encode_ordinary(held_out[:3000]) == enc.encode_ordinary(held_out[:3000])
+    # the command line writes the same files
+    cli_out = tmp_path / "cli" / "ts1k.tiktoken"
+    assert prep_main(["train-tokenizer", "--input", str(shared_data / "tinystories/train-head.jsonl"),
+                      "--vocab-size", "1024", "--out", str(cli_out), "--progress", "false"]) == 0
+    assert cli_out.read_bytes() == out.read_bytes()
     # ... and it drives a prep with uint16 shards
     prep = tmp_path / "prep"
     manifest = tokenize([shared_data / "tinystories/train-head.jsonl"], prep, tokenizer=out)
