@@ -195,6 +195,11 @@ def test_config_errors_name_the_closest_key(tmp_path, capsys):
     assert prep_main(["tokenize", "--input", "builtin:python-docs", "--out", str(tmp_path),
                       "--val-fraction", "abc"]) == 1
     assert "val_fraction: expected a number" in capsys.readouterr().err
+    from data_prep.config import PrepConfig
+    from stackcore.config import load_config
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs" / "prep").glob("*.toml")):
+        assert load_config(PrepConfig, path).input, path  # every shipped config is valid
     config = Path(__file__).resolve().parents[1] / "configs" / "prep" / "python-docs.toml"
     proc = subprocess.run([sys.executable, "-m", "data_prep", "plan", "--config", str(config), "--out",
                            str(tmp_path / "p")], capture_output=True, text=True)
