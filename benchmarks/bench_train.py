@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pretrain.config import RunConfig  # noqa: E402
@@ -56,15 +58,27 @@ def config(corpus: Path, run_dir: Path, name: str, steps: int) -> list[str]:
             "--checkpoint.every", "0", "--checkpoint.resume", "none"]
 
 
-def full_stack(corpus: Path, root: Path, steps: int, warm: int, tag: str) -> float:
-    """Seconds per step of pretrain.train (startup, final eval and checkpoint excluded via wall_s)."""
+def cpu_s() -> float:
+    """CPU seconds of this process, all threads (DeepSpeed's and gloo's included): less sensitive than wall
+    time to the other jobs sharing this machine."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def full_stack(corpus: Path, root: Path, steps: int, warm: int, tag: str) -> tuple[float, float]:
+    """(wall s/step from the run's own wall_s, CPU s/step as the difference of a short and a long run,
+    which cancels startup, final validation and the final checkpoint)."""
     from pretrain.train import main
-    assert main(config(corpus, root, tag, steps)) == 0
-    rows = {r["step"]: r for r in read_metrics(root / tag) if "wall_s" in r}
-    return (rows[steps]["wall_s"] - rows[warm]["wall_s"]) / (steps - warm)
+    cpu = []
+    for n in (warm + 2, steps):
+        start = cpu_s()
+        assert main(config(corpus, root, f"{tag}-{n}", n)) == 0
+        cpu.append(cpu_s() - start)
+    rows = {r["step"]: r for r in read_metrics(root / f"{tag}-{steps}") if "wall_s" in r}
+    return (rows[steps]["wall_s"] - rows[warm]["wall_s"]) / (steps - warm), (cpu[1] - cpu[0]) / (steps - warm - 2)
 
 
-def bare_loop(cfg, batches: list[tuple[torch.Tensor, torch.Tensor]], warm: int) -> float:
+def bare_loop(cfg, batches: list[tuple[torch.Tensor, torch.Tensor]], warm: int) -> tuple[float, float]:
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg.model)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -74,15 +88,16 @@ def bare_loop(cfg, batches: list[tuple[torch.Tensor, torch.Tensor]], warm: int) 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_multiplier(s, len(batches), 2, "cosine"))
     for i, (x, y) in enumerate(batches):
         if i == warm:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), cpu_s()
         loss = model(x, labels=y).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        float(loss)
-    return (time.perf_counter() - start) / (len(batches) - warm)
+        float(loss.detach())
+    n = len(batches) - warm
+    return (time.perf_counter() - start) / n, (cpu_s() - start_cpu) / n
 
 
 def loader_tokens_per_s(cfg, n: int) -> float:
@@ -111,15 +126,17 @@ def main() -> None:
             full.append(full_stack(corpus, tmp, args.steps, warm, f"full{r}"))
             bare.append(bare_loop(cfg, batches, warm))
         loader_tps = loader_tokens_per_s(cfg, 400)
-    f, b = min(full), min(bare)
     step_tokens = cfg.train.global_batch * cfg.model.n_ctx
     print(f"model: mixer d96 x 4 layers, n_ctx 128, {params / 1e6:.1f}M params; global batch 8 x 128 tokens; "
-          f"{args.steps} steps ({warm} warm-up) x {args.rounds} rounds, best round")
-    print(f"  bare PyTorch loop      {1 / b:7.3f} steps/s  ({b * 1e3:.0f} ms/step; rounds {[round(x * 1e3) for x in bare]})")
-    print(f"  full stack (DeepSpeed) {1 / f:7.3f} steps/s  ({f * 1e3:.0f} ms/step; rounds {[round(x * 1e3) for x in full]})")
-    print(f"  overhead full/bare     {f / b - 1:+7.1%}   (goal <= +10%)")
-    consume = step_tokens / f
-    print(f"  loader alone           {loader_tps:,.0f} tokens/s = {loader_tps / consume:,.0f}x what training consumes "
+          f"{args.steps} steps ({warm} warm-up) x {args.rounds} rounds, median of rounds")
+    med = lambda xs, i: float(np.median([x[i] for x in xs]))  # noqa: E731
+    for what, i in (("wall", 0), ("CPU", 1)):
+        f, b = med(full, i), med(bare, i)
+        print(f"  [{what:4s}] bare PyTorch loop {1 / b:6.3f} steps/s ({b * 1e3:5.0f} ms/step)   full stack "
+              f"{1 / f:6.3f} steps/s ({f * 1e3:5.0f} ms/step)   overhead {f / b - 1:+6.1%} (goal <= +10%)   "
+              f"rounds full {[round(x[i] * 1e3) for x in full]} bare {[round(x[i] * 1e3) for x in bare]}")
+    consume = step_tokens / med(full, 0)
+    print(f"  loader alone {loader_tps:,.0f} tokens/s = {loader_tps / consume:,.0f}x what training consumes "
           f"({consume:,.0f} tokens/s)  (goal >= 50x)")
 
 
