@@ -62,7 +62,15 @@ def job_ids(run_dir: str | Path) -> list[str]:
 
 
 def requeue_count(run_dir: str | Path) -> int:
-    return sum(1 for row in read(run_dir) if row.get("event") == "requeued")
+    """Requeues of the run: those it asked for, or, when Slurm requeued a job behind its back (node
+    failure), the restart counts its allocations saw -- whichever is larger, per job id."""
+    total = 0
+    for jid in job_ids(run_dir):
+        rows = [r for r in read(run_dir) if str(r.get("job_id")) == jid]
+        asked = sum(1 for r in rows if r.get("event") == "requeued")
+        seen = max((int(r.get("restart") or 0) for r in rows if r.get("event") == "started"), default=0)
+        total += max(asked, seen)
+    return total
 
 
 def write_failure(run_dir: str | Path, text: str) -> Path:

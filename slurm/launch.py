@@ -81,6 +81,9 @@ def make_executor(section: SlurmSection, folder: str | Path, job_name: str,
         job_name=job_name, time=time_minutes(section.time), nodes=section.nodes,
         ntasks_per_node=ranks_per_node(section), cpus_per_task=section.cpus_per_task,
         signal_delay_s=section.signal_lead_s, additional_parameters=extra,
+        # One rank dying (exception, OOM) ends the step at once instead of leaving the others blocked
+        # in a collective until the process-group timeout.
+        srun_args=["--kill-on-bad-exit=1"],
         # The trainer's log lines of every rank go to one file per task; the exit status of the job
         # step is what Slurm's accounting reports.
         setup=["export PYTHONUNBUFFERED=1", f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{section.cpus_per_task}}}"],

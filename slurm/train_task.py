@@ -153,9 +153,10 @@ class TrainTask:
         return {"run_dir": self.run_dir, "job_id": env.job_id, "rank": rank, "restarts": restart}
 
     def _fail(self, rank: int, job_id: str, text: str) -> None:
-        if rank == 0:
-            path = jobs.write_failure(self.run_dir, text)
-            jobs.record(self.run_dir, "failed", job_id=job_id, failure=str(path))
+        # Rank 0 always records; another rank only when it fails alone (srun then stops the others).
+        if rank == 0 or not (jobs.slurm_dir(self.run_dir) / jobs.FAILURE_FILE).exists():
+            path = jobs.write_failure(self.run_dir, f"rank {rank}:\n{text}")
+            jobs.record(self.run_dir, "failed", job_id=job_id, rank=rank, failure=str(path))
 
     def _requeue(self, rank: int, job_id: str, restart: int) -> None:
         """Never returns: requeue (rank 0) and leave without a result, or fail past max_requeues."""
@@ -173,4 +174,6 @@ class TrainTask:
                       file=sys.stderr, flush=True)
         print(f"[slurm] rank {rank}: checkpoint saved, job {job_id} requeued", file=sys.stderr, flush=True)
         # SystemExit skips submitit's result pickle: the launcher keeps waiting for the requeued job.
-        raise SystemExit(3)
+        # Status 0, because srun runs with --kill-on-bad-exit: a non-zero rank would kill rank 0
+        # before it has asked for the requeue.
+        raise SystemExit(0)

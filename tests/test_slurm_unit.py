@@ -177,3 +177,16 @@ def test_cli_usage_and_config_errors(tmp_path, capsys):
     assert "signal_lead_s=90" in capsys.readouterr().err
     assert main(["train", "--config", str(bad), "--trian.steps", "3", "--dry-run"]) == 2
     assert "did you mean 'train'" in capsys.readouterr().err
+
+
+def test_requeue_count_sees_requeues_slurm_did_behind_the_runs_back(tmp_path):
+    # A node failure: Slurm requeued job 9 twice without the task asking; the restarts reveal it.
+    for restart in (0, 1, 2):
+        jobs.record(tmp_path, "started", job_id="9", restart=restart)
+    jobs.record(tmp_path, "completed", job_id="9", restart=2)
+    # A resubmission (new job id) that asked for one requeue itself.
+    jobs.record(tmp_path, "started", job_id="12", restart=0)
+    jobs.record(tmp_path, "requeued", job_id="12", restart=0)
+    jobs.record(tmp_path, "started", job_id="12", restart=1)
+    assert jobs.job_ids(tmp_path) == ["9", "12"]
+    assert jobs.requeue_count(tmp_path) == 3
