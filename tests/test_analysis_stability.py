@@ -111,3 +111,14 @@ def test_trainer_skipped_steps_count_as_nonfinite():
             {"step": 6, "train_loss": 3.0, "grad_norm": 2.0, "skipped_steps": 3}]  # log.every = 3
     s = stability_of_rows(rows)
     assert s.nonfinite_steps == 3 and s.steps == 4 and s.max_grad_norm == 2.0 and not s.stable
+
+
+def test_published_expectations_per_variant():
+    from eval.flexibility import expectation
+
+    assert "does not train" in expectation("llama no-norm")
+    assert "stable" in expectation("mixer no-norm")
+    assert "fails" in expectation("llama no-residual", n_layers=4)
+    assert "one block" in expectation("mixer no-norm no-residual", n_layers=1)
+    assert "worse than the full mixer" in expectation("mixer linear no-residual", n_layers=1)
+    assert "reference" in expectation("mixer") and "reference" in expectation("llama")
