@@ -36,3 +36,20 @@ def test_export_from_zero3_equals_single_process(tmp_path_factory, tmp_path):
     x = torch.randint(0, 50000, (2, 16))
     with torch.no_grad():
         torch.testing.assert_close(one(x).logits, three(x).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_deepspeed_launcher_zero1_matches_one_process(tmp_path_factory, tmp_path):
+    import subprocess
+
+    from pretrain.distributed import free_port
+    from train_fixtures import PY, REPO_ROOT, child_env, prepped_corpus, run_args
+
+    args = run_args(prepped_corpus(tmp_path_factory), tmp_path, "ds", "--deepspeed.zero_stage", "1",
+                    "--train.steps", "6", "--checkpoint.every", "0")
+    launcher = [PY, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(free_port()),
+                "--module", "pretrain.train"]
+    done = subprocess.run(launcher + args, cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    a, b = losses(reference_run(tmp_path_factory, 1, 0)), losses(tmp_path / "ds")
+    assert sorted(b) == list(range(1, 7)) and all(abs(a[s] - b[s]) < 1e-5 for s in a)
