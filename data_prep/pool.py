@@ -7,11 +7,13 @@ import multiprocessing as mp
 import queue
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from tqdm import tqdm
 
-from data_prep.tasks import run_task
+from data_prep.tasks import PrepError, pending_tasks, run_task
 
 _progress_queue = None
 
@@ -35,6 +37,14 @@ def _work(args: tuple[str, int]) -> dict:
         except TypeError:  # an exception type with another constructor: keep it as it is
             raise exc from None
         raise renamed from None
+
+
+def _stop(executor: ProcessPoolExecutor) -> None:
+    """Stop at once on an error: queued tasks are cancelled and running ones killed (their partial output
+    is temp files, removed when the task is run again)."""
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in list((getattr(executor, "_processes", None) or {}).values()):  # no public way to kill
+        process.terminate()
 
 
 class _Progress:
@@ -65,24 +75,35 @@ def run_tasks(out_dir: str | Path, indices: list[int], workers: int, show_progre
                 results.append(run_task(out_dir, index, progress=bar.add))
                 bar.bar.update(1)
             return results
-        # spawn, not fork: workers start clean (no inherited threads or tokenizer state)
+        # spawn, not fork: workers start clean (no inherited threads or tokenizer state). A
+        # ProcessPoolExecutor, not multiprocessing.Pool: a worker killed by the OOM killer breaks the pool
+        # (an error naming the tasks) instead of leaving its task pending forever.
         ctx = mp.get_context("spawn")
         progress_queue = ctx.Queue()
-        with ctx.Pool(min(workers, len(indices)), initializer=_init_worker, initargs=(progress_queue,)) as pool:
-            pending = pool.imap_unordered(_work, [(out_dir, i) for i in indices])
-            done = 0
-            while done < len(indices):
-                try:
-                    results.append(pending.next(timeout=0.2))
-                    done += 1
+        executor = ProcessPoolExecutor(min(workers, len(indices)), mp_context=ctx, initializer=_init_worker,
+                                       initargs=(progress_queue,))
+        try:
+            futures = {executor.submit(_work, (out_dir, i)): i for i in indices}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in done:
+                    try:
+                        results.append(future.result())
+                    except BrokenProcessPool:
+                        unfinished = [i for i in pending_tasks(out_dir) if i in futures.values()]
+                        raise PrepError(f"a worker process died (killed? out of memory?); {len(unfinished)} "
+                                        f"tasks unfinished ({unfinished[:20]}); rerun with --resume") from None
                     bar.bar.update(1)
-                except mp.TimeoutError:
-                    pass
                 while True:
                     try:
                         bar.add(*progress_queue.get_nowait())
                     except queue.Empty:
                         break
+        except BaseException:
+            _stop(executor)
+            raise
+        executor.shutdown(wait=True)
         return results
     finally:
         bar.bar.close()

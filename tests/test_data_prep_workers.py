@@ -111,3 +111,41 @@ def test_resume_with_other_options_is_refused(corpus, reference, tmp_path, capsy
     argv = ["tokenize", "--input", *corpus, *options(reference), "--resume", "--val-fraction", "0.2"]
     assert prep_main(argv) == 1
     assert "different options than the interrupted run: val_fraction 0.05 -> 0.2" in capsys.readouterr().err
+
+
+def _pool_workers(pid: int) -> list[int]:
+    """Process-pool worker pids among the children of `pid` (Linux /proc)."""
+    workers = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            workers.append(int(entry.name))
+    return workers
+
+
+def test_a_killed_worker_fails_the_run_and_resume_repairs_it(corpus, reference, tmp_path):
+    """An OOM-killed worker must not hang the pool: the run fails naming unfinished tasks; --resume then
+    gives the uninterrupted result."""
+    out = tmp_path / "prep"
+    cmd = [sys.executable, "-m", "data_prep", "tokenize", "--input", *corpus, *options(out), "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not (workers := _pool_workers(proc.pid)) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        assert workers, "no pool worker appeared"
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1
+    assert "a worker process died" in err and "rerun with --resume" in err
+    assert prep_main(["tokenize", "--input", *corpus, *options(out), "--workers", "2", "--resume"]) == 0
+    assert shard_bytes(out) == shard_bytes(reference)
