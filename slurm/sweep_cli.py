@@ -16,6 +16,7 @@ from data_prep.format import atomic_write_json
 from pretrain.config import RunConfig
 from slurm import jobs, launch
 from slurm.sweep import SWEEP_FILE, expand, is_finished, load_grid
+from slurm.train_cli import failure_message
 from slurm.train_task import TrainTask
 from stackcore.config import ConfigError, load_config
 
@@ -111,6 +112,6 @@ def main(argv: list[str]) -> int:
             job.results()
         except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as exc:
             failed += 1
-            print(f"run {run['name']} (job {job.job_id}) failed:\n{exc}", file=sys.stderr)
+            print(f"run {run['name']}: {failure_message(job.job_id, run['run_dir'], exc)}", file=sys.stderr)
     print(f"sweep {grid.name}: {len(submitted) - failed} completed, {failed} failed")
     return 1 if failed else 0

@@ -61,6 +61,18 @@ def submit(train_argv: list[str], cfg: RunConfig, dry_run: bool = False):
     return job
 
 
+def failure_message(job_id: str, run_dir: Path, exc: BaseException) -> str:
+    """submitit's error (task 0's traceback and log tail) plus the run's failure record, which holds the
+    traceback of whichever rank failed first (task 0 may only have been stopped because of it)."""
+    failure = jobs.slurm_dir(run_dir) / jobs.FAILURE_FILE
+    text = f"Slurm job {job_id} failed (run directory {run_dir}):\n{exc}"
+    if failure.is_file():
+        recorded = failure.read_text()
+        if recorded.strip() and recorded.strip()[-200:] not in text:
+            text += f"\n--- {failure} ---\n{recorded}"
+    return text
+
+
 def wait(job, run_dir: Path) -> int:
     """Blocks until the job ends; prints the failure (traceback included) and returns 1 when it failed."""
     import submitit
@@ -68,9 +80,7 @@ def wait(job, run_dir: Path) -> int:
     try:
         job.results()
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as exc:
-        failure = jobs.slurm_dir(run_dir) / jobs.FAILURE_FILE
-        print(f"Slurm job {job.job_id} failed (run directory {run_dir}; traceback also in {failure}):\n{exc}",
-              file=sys.stderr)
+        print(failure_message(job.job_id, run_dir, exc), file=sys.stderr)
         return 1
     print(f"Slurm job {job.job_id} completed after {jobs.requeue_count(run_dir)} requeue(s): {run_dir}")
     return 0

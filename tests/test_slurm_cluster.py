@@ -31,8 +31,9 @@ CORPORA = [DATA / "tinystories" / "train-head.jsonl", DATA / "enwiki" / "enwiki-
 STEPS = 24
 
 
-def run(cmd: list[str], timeout: float = 300, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def run(cmd: list[str], timeout: float = 300, check: bool = True, env: dict | None = None,
+        **kw) -> subprocess.CompletedProcess:
+    env = {**(env or os.environ), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, cwd=REPO,
                           env=env, **kw)
     if check and done.returncode != 0:
@@ -188,6 +189,13 @@ def test_scontrol_requeue_checkpoints_and_resumes_exactly(work, corpus, referenc
     assert_same_losses(losses(run_dir), reference)
     row = status.status(run_dir)[0]
     assert (row["state"], row["requeues"], row["step"]) == ("COMPLETED", 1, STEPS)
+    # One tensorboard run: after the resume each step appears once, with the metrics.jsonl value.
+    from tensorboard.backend.event_processing import event_accumulator
+    tb = event_accumulator.EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    tb.Reload()
+    scalars = {e.step: e.value for e in tb.Scalars("train/train_loss")}
+    assert sorted(scalars) == sorted(reference)
+    assert all(scalars[k] == pytest.approx(v, rel=1e-5) for k, v in losses(run_dir).items())
     out = run([PY, "-m", "slurm", "status", run_dir]).stdout
     assert "COMPLETED" in out and out.split()[-1] == "1"
 
@@ -217,6 +225,46 @@ def test_failing_job_surfaces_its_traceback_and_is_not_requeued(work, corpus):
     assert "no-such-corpus" in failure
     from slurm import jobs
     assert jobs.requeue_count(run_dir) == 0
+    assert sacct_state(jobs.job_ids(run_dir)[0]) == "FAILED"
+
+
+CRASHING_ENTRY = '''
+import os, time
+def main(argv):
+    if os.environ["RANK"] == "1":
+        time.sleep(2)
+        raise ValueError("rank 1 broke on purpose")
+    time.sleep(600)  # rank 0 stands for a rank blocked in a collective waiting for rank 1
+    return 0
+'''
+
+
+def test_one_rank_crashing_ends_the_job_at_once(work):
+    # srun --kill-on-bad-exit: the other rank is stopped, not left waiting (here 600 s) for the dead one.
+    mod = work / "crashmod"
+    mod.mkdir()
+    (mod / "crashing_entry.py").write_text(CRASHING_ENTRY)
+    run_dir = work / "runs" / "crash"
+    script = f"""
+import time
+from pretrain.config import SlurmSection
+from slurm import launch
+from slurm.train_task import TrainTask
+ex = launch.make_executor(SlurmSection(tasks_per_node=2, time="00:15:00", signal_lead_s=30), "{run_dir}/slurm", "crash")
+job = ex.submit(TrainTask([], "{run_dir}", 0, entry="crashing_entry:main", preempted_code=3))
+t0 = time.time()
+rc = wait(job, Path("{run_dir}"))  # the launcher's own wait (python -m slurm train --wait)
+print("rc", rc, "after", round(time.time() - t0), "s")
+"""
+    script = "from pathlib import Path\nfrom slurm.train_cli import wait\n" + script
+    done = run([PY, "-c", script], timeout=240, env={**os.environ, "PYTHONPATH": str(mod)})
+    assert "rc 1 after" in done.stdout, done.stdout + done.stderr
+    assert "rank 1 broke on purpose" in done.stderr, done.stderr
+    seconds = int(done.stdout.split("after")[1].split()[0])
+    assert seconds < 300, f"the job lived {seconds} s: rank 0 was not stopped"
+    failure = (run_dir / "slurm" / "failure.txt").read_text()
+    assert "rank 1" in failure and "ValueError" in failure
+    from slurm import jobs
     assert sacct_state(jobs.job_ids(run_dir)[0]) == "FAILED"
 
 
