@@ -102,6 +102,21 @@ def _log_tail(env: Any, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def link_logs(env: Any, run_dir: Path) -> None:
+    """When the submitit folder is elsewhere (a sweep's array shares one), link this task's log files into
+    runs/NAME/slurm/ so every run directory holds its own logs."""
+    target = jobs.slurm_dir(run_dir)
+    for log in (Path(env.paths.stdout), Path(env.paths.stderr)):
+        link = target / log.name
+        if log.parent.resolve() == target.resolve() or link.exists() or link.is_symlink():
+            continue
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(log)
+        except OSError:
+            pass  # logs stay readable in the submitit folder
+
+
 class TrainTask:
     """Picklable job function: `TrainTask(argv, run_dir)()` in each Slurm task."""
 
@@ -125,6 +140,7 @@ class TrainTask:
         if rank == 0:
             jobs.record(run_dir, "started", job_id=env.job_id, restart=restart, world_size=env.num_tasks,
                         master=f"{dist['MASTER_ADDR']}:{dist['MASTER_PORT']}", argv=self.argv)
+        link_logs(env, run_dir)
         stop_replay = threading.Event()
         threading.Thread(target=_replay_early_signals, args=(stop_replay,), daemon=True).start()
         try:

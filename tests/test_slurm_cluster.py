@@ -300,6 +300,8 @@ def test_sweep_array_and_status(work, corpus):
                     '"model.heads" = 2\n')
     done = run([PY, "-m", "slurm", "sweep", "--grid", grid, "--wait"], timeout=400)
     assert "4 completed, 0 failed" in done.stdout
+    for run_dir in (work / "sweep").glob("*-seed*"):  # each run holds links to its own task logs
+        assert [p for p in (run_dir / "slurm").glob("*_0_log.out") if p.is_symlink() and p.read_text()], run_dir
     out = run([PY, "-m", "slurm", "status", work / "sweep"]).stdout.splitlines()
     assert len(out) == 5 and all(" COMPLETED " in line and " 4 " in line for line in out[1:]), out
     again = run([PY, "-m", "slurm", "sweep", "--grid", grid]).stdout
