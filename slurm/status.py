@@ -61,7 +61,12 @@ def run_row(run_dir: Path, slurm_states: dict[str, str]) -> dict[str, Any]:
     metrics = rundir.read_metrics(run_dir) if run_dir.is_dir() else []
     trained = [m for m in metrics if m.get("train_loss") is not None]
     last = trained[-1] if trained else {}
-    return {"run": run_dir.name, "state": state if events else ("LOCAL" if metrics else "-"), "job": last_job or "-",
+    if not events:  # trained without Slurm: the trainer's own status.json, if any
+        try:
+            state = "LOCAL " + json.loads((run_dir / "status.json").read_text())["state"].upper()
+        except (OSError, ValueError, KeyError, AttributeError):
+            state = "LOCAL" if metrics else "-"
+    return {"run": run_dir.name, "state": state, "job": last_job or "-",
             "step": last.get("step", "-"), "loss": last.get("train_loss"), "requeues": jobs.requeue_count(run_dir)}
 
 

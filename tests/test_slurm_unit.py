@@ -190,3 +190,13 @@ def test_requeue_count_sees_requeues_slurm_did_behind_the_runs_back(tmp_path):
     jobs.record(tmp_path, "started", job_id="12", restart=1)
     assert jobs.job_ids(tmp_path) == ["9", "12"]
     assert jobs.requeue_count(tmp_path) == 3
+
+
+def test_status_of_a_local_run_reads_the_trainers_status(tmp_path):
+    run = tmp_path / "local-run"
+    run.mkdir()
+    (run / "config.toml").write_text("[run]\nname = 'local-run'\n")
+    (run / "status.json").write_text(json.dumps({"state": "preempted", "step": 3, "last_loss": 7.0}))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 3, "train_loss": 7.0}) + "\n")
+    row = status.status(run)[0]
+    assert (row["state"], row["job"], row["step"], row["requeues"]) == ("LOCAL PREEMPTED", "-", 3, 0)
