@@ -37,7 +37,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     """Trains (or resumes) the run described by cfg; returns a summary (state, step, losses)."""
     world = distributed.init(cfg.train.device)
     run_dir = Path(cfg.run.dir) / cfg.run.name
-    step = 0
+    progress = {"step": 0}  # filled in by _train, so that a failure records where it happened
     try:
         check_manifest(cfg.data.path, cfg.model, cfg.data)  # fail before any heavy setup
         accumulation_steps(cfg.train, world.size)
@@ -45,17 +45,17 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / ERROR).unlink(missing_ok=True)
         distributed.barrier()
-        return _train(cfg, world, run_dir)
+        return _train(cfg, world, run_dir, progress)
     except BaseException as exc:
         if world.is_main and run_dir.is_dir():
             (run_dir / ERROR).write_text(traceback.format_exc())
-            write_status(run_dir, "failed", step, None, f"{type(exc).__name__}: {exc}")
+            write_status(run_dir, "failed", progress["step"], None, f"{type(exc).__name__}: {exc}")
         raise
     finally:
         distributed.shutdown()
 
 
-def _train(cfg: RunConfig, world, run_dir: Path) -> dict[str, Any]:
+def _train(cfg: RunConfig, world, run_dir: Path, progress: dict[str, int]) -> dict[str, Any]:
     from pretrain.models import build_model
     from pretrain.models.flops import training_flops_per_token
 
@@ -78,6 +78,7 @@ def _train(cfg: RunConfig, world, run_dir: Path) -> dict[str, Any]:
         state, streams = checkpoint.load(engine, resume_from, world, loader.local)
         loader.states.update(streams)
         loader.consumed = state["micro_batches"]
+        progress["step"] = state["step"]
     manifest = check_manifest(cfg.data.path, cfg.model, cfg.data)
     val = validation_set(cfg, manifest)
     peak = cfg.log.peak_flops or device_peak_flops(world.device, t.precision)
@@ -121,7 +122,7 @@ def _train(cfg: RunConfig, world, run_dir: Path) -> dict[str, Any]:
             state["tokens"] += tokens_per_step
             state["flops"] += flops_per_token * tokens_per_step
             tick_tokens += tokens_per_step
-            step = state["step"]
+            step = progress["step"] = state["step"]
             last["train_loss"] = loss_sum / (gas * world.size) if not bad else None
             if t.debug_step_sleep_s:
                 time.sleep(t.debug_step_sleep_s)

@@ -99,4 +99,4 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(corpus, tmp_path, capsys
     skipped = [r for r in rows if r["train_loss"] is None]
     assert rows[0]["train_loss"] is not None and len(skipped) == 2 and skipped[-1]["skipped_steps"] == 2
     status = json.loads((tmp_path / "nonfinite" / "status.json").read_text())
-    assert status["state"] == "failed" and "non-finite" in status["error"]
+    assert status["state"] == "failed" and "non-finite" in status["error"] and status["step"] == 3

@@ -35,7 +35,7 @@ def test_sigkill_two_ranks_then_resume_is_exact(tmp_path_factory, tmp_path):
     args = run_args(prepped_corpus(tmp_path_factory), tmp_path, "killed", "--deepspeed.zero_stage", "2",
                     "--train.steps", "6", "--checkpoint.every", "2")
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen(torchrun(2, args + ["--train.debug_step_sleep_s", "1.0"]), cwd=REPO_ROOT,
+    proc = subprocess.Popen(torchrun(2, args + ["--train.debug_step_sleep_s", "0.6"]), cwd=REPO_ROOT,
                             env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     wait_for(lambda: latest(run_dir) == "step00000002", proc)
