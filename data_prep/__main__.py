@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 
@@ -48,11 +49,18 @@ def cmd_tokenize(argv: list[str], plan_only: bool = False) -> int:
     if done:
         print(f"resuming: {done} of {len(plan['tasks'])} tasks already done", file=sys.stderr)
     if todo:
+        # SIGTERM (a scheduler's time limit, `kill`): unwind like Ctrl-C, so the pool's workers are stopped
+        # too; finished tasks keep their markers and `--resume` continues from there.
+        signal.signal(signal.SIGTERM, _terminate)
         run_tasks(cfg.out, todo, cfg.n_workers(), show_progress=cfg.progress)
     manifest = finalize(cfg.out)
     # throughput only when this call did all the work (a resumed run's figure would mislead)
     print(summary(manifest, cfg.out, time.perf_counter() - started if not done else None))
     return 0
+
+
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def cmd_run_task(argv: list[str]) -> int:
