@@ -1,6 +1,7 @@
 """Streaming document readers: Parquet (row groups), JSON lines (.jsonl/.gz/.zst), plain text, builtin.
 
-Each reader yields document texts for one *unit* (a file, or some row groups of a Parquet file) and keeps
+Each reader yields (text, UTF-8 bytes) per document of one *unit* (a file, or some row groups of a Parquet
+file) and keeps
 per-file counts in an `InputStats`: every document read is either yielded (the caller counts it written)
 or counted as skipped by reason. Problems raise `InputError` naming the file and line / row group, unless
 `on_error == "skip"`, in which case they become counted skips. Memory is bounded by one Parquet batch or
@@ -20,6 +21,7 @@ import zstandard
 from data_prep.builtin_corpus import BUILTIN_PREFIX, builtin_documents
 
 EOT_LINE = "<|endoftext|>"
+EOT_BYTES = EOT_LINE.encode()
 PARQUET_BATCH_ROWS = 1024
 TXT_RULE_EOT = "endoftext-lines"
 TXT_RULE_BLANK = "blank-lines"
@@ -192,7 +194,7 @@ class TxtReader(_Reader):
     def rule(self) -> str:
         with open(self.path, "rb") as fh:  # a streaming pre-pass: decide the rule before reading documents
             for line in fh:
-                if line.strip() == EOT_LINE.encode():
+                if line.strip() == EOT_BYTES:
                     return TXT_RULE_EOT
         return TXT_RULE_BLANK
 
@@ -204,7 +206,7 @@ class TxtReader(_Reader):
         with open(self.path, "rb") as fh:
             for lineno, raw in enumerate(fh, 1):
                 stripped = raw.strip()
-                is_sep = stripped == EOT_LINE.encode() if rule == TXT_RULE_EOT else not stripped
+                is_sep = stripped == EOT_BYTES if rule == TXT_RULE_EOT else not stripped
                 if is_sep:
                     yield from self.finish(parts, size, start, oversized, bad)
                     parts, size, start, oversized, bad = [], 0, lineno + 1, False, None
