@@ -15,7 +15,6 @@ Design (why it is shaped like this):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -263,41 +262,3 @@ def load_stream_state(path: Path) -> dict[str, Any]:
         raise FormatError(f"{path}: unreadable loader state ({exc}); the checkpoint is corrupt: delete "
                           "its directory to resume from the previous one") from None
     return state
-
-
-# -- the fixed validation set ---------------------------------------------------------------------
-def validation_set(cfg, manifest: dict[str, Any]) -> tuple[torch.Tensor, float | None] | None:
-    """([N, 2, n_ctx] sequences from the first data.val_tokens tokens of the val split, in manifest
-    order: the same for every run on this manifest, bytes per token of the val split) or None."""
-    data, n = cfg.data, cfg.model.n_ctx
-    paths = shard_paths(data.path, manifest, "val")
-    if not paths:
-        return None
-    docs, total = [], 0
-    for path in paths:
-        for sample in tarfile_samples([{"url": str(path)}]):
-            tokens, lengths = decode_sample(sample, manifest["dtype"])
-            for doc in (np.split(tokens.astype(np.int64), np.cumsum(lengths)[:-1]) if len(lengths) else []):
-                docs.append(doc[: data.val_tokens - total])
-                total += len(docs[-1])
-                if total >= data.val_tokens:
-                    break
-            if total >= data.val_tokens:
-                break
-        if total >= data.val_tokens:
-            break
-    if data.mode == "packed":
-        flat = np.concatenate(docs)
-        count = max(0, math.ceil((len(flat) - 1) / n))
-        seqs = []
-        for i in range(count):
-            w = flat[i * n: i * n + n + 1]
-            seqs.append(pad_document(w, n, "right", int(manifest["eos_id"])))
-    else:
-        seqs = [pad_document(d[: n + 1], n, data.pad_side, int(manifest["eos_id"])) for d in docs if len(d) >= 2]
-    if not seqs:
-        return None
-    split = manifest["totals"].get("splits", {}).get("val", {})
-    bpt = split["utf8_bytes"] / split["tokens"] if split.get("tokens") and split.get("utf8_bytes") else \
-        manifest["totals"].get("bytes_per_token")
-    return torch.as_tensor(np.stack(seqs)), bpt

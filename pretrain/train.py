@@ -20,7 +20,8 @@ from pretrain import checkpoint, distributed
 from pretrain.callbacks import (ERROR, MetricsLog, StopSignals, device_peak_flops, evaluate, layer_stats,
                                 peak_memory_mb, write_status)
 from pretrain.config import RunConfig
-from pretrain.data import TrainLoader, check_manifest, validation_set
+from pretrain.data import TrainLoader, check_manifest
+from pretrain.validation import validation_set
 from pretrain.engine import accumulation_steps, build_engine, current_lr, set_lr
 from pretrain.guard import NonFiniteGuard, NonFiniteLossError
 from pretrain.provenance import write_run_config

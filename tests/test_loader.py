@@ -11,7 +11,8 @@ import torch
 
 from data_prep.format import FormatError, read_manifest
 from pretrain.config import RunConfig
-from pretrain.data import Stream, TrainLoader, load_stream_state, save_stream_state, validation_set
+from pretrain.data import Stream, TrainLoader, load_stream_state, save_stream_state
+from pretrain.validation import validation_set
 from pretrain.schedule import lr_multiplier, total_steps
 from stackcore.config import load_config
 from train_fixtures import prepped_corpus
