@@ -1,9 +1,8 @@
 """Streaming document readers: Parquet (row groups), JSON lines (.jsonl/.gz/.zst), plain text, builtin.
 
 Each reader yields (text, UTF-8 bytes) per document of one *unit* (a file, or some row groups of a Parquet
-file) and keeps
-per-file counts in an `InputStats`: every document read is either yielded (the caller counts it written)
-or counted as skipped by reason. Problems raise `InputError` naming the file and line / row group, unless
+file) and keeps per-file counts in an `InputStats`: every document read is either yielded (the caller
+counts it written) or counted as skipped by reason. Problems raise `InputError` naming the file and line / row group, unless
 `on_error == "skip"`, in which case they become counted skips. Memory is bounded by one Parquet batch or
 one line/document, never a whole file.
 """
