@@ -2,9 +2,9 @@
 
 Each reader yields (text, UTF-8 bytes) per document of one *unit* (a file, or some row groups of a Parquet
 file) and keeps per-file counts in an `InputStats`: every document read is either yielded (the caller
-counts it written) or counted as skipped by reason. Problems raise `InputError` naming the file and line / row group, unless
-`on_error == "skip"`, in which case they become counted skips. Memory is bounded by one Parquet batch or
-one line/document, never a whole file.
+counts it written) or counted as skipped by reason. Problems raise `InputError` naming the file and line
+or row group, unless `on_error == "skip"`, in which case they become counted skips. Memory is bounded by
+one Parquet batch or one line/document, never a whole file.
 """
 from __future__ import annotations
 
