@@ -3,7 +3,7 @@
 Loss (nats/token) and bits per byte of a checkpoint on a prepared split. PATH is an export
 (`model.safetensors` + `config.toml`, from `pretrain.export`), a DeepSpeed checkpoint directory, or a
 run directory (its latest checkpoint). The sequences are the ones the trainer validates on
-(`pretrain.data.validation_set`: the first N tokens of the split, packed or per document as the run's
+(`pretrain.validation.validation_set`: the first N tokens of the split, packed or per document as the run's
 data.mode says), so on the run's own val split this reproduces the logged val_loss.
 """
 from __future__ import annotations
@@ -76,7 +76,8 @@ def evaluate(model, sequences, batch: int = 16, device: str = "cpu", progress: b
 
 def checkpoint_loss(checkpoint: str | Path, data: str | Path, split: str = "val", tokens: int = 0,
                     batch: int = 16, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    from pretrain.data import check_manifest, validation_set
+    from pretrain.data import check_manifest
+    from pretrain.validation import validation_set
     model, cfg = load_checkpoint(checkpoint)
     data_cfg = dataclasses.replace(cfg.data, path=str(data), val_tokens=tokens or cfg.data.val_tokens)
     cfg = dataclasses.replace(cfg, data=data_cfg)
