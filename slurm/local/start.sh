@@ -24,7 +24,8 @@ alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and starts Slurm daemons); run: sudo $0"
 
 # --- packages -------------------------------------------------------------------------------------------
-if ! command -v slurmctld >/dev/null || ! command -v slurmdbd >/dev/null || ! command -v munged >/dev/null \
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v slurmdbd >/dev/null \
+   || ! command -v munged >/dev/null || ! command -v mariadb-admin >/dev/null \
    || ! command -v mariadbd >/dev/null || ! command -v sbatch >/dev/null; then
   command -v apt-get >/dev/null || die "Slurm is not installed and apt-get is absent; install: $PACKAGES"
   log "installing $PACKAGES"
