@@ -128,3 +128,14 @@ def test_run_without_validation_points_is_a_clear_error(tmp_path):
     (a / "metrics.jsonl").write_text('{"step": 1, "tokens": 10, "flops": 1e9, "train_loss": 5.0}\n')
     with pytest.raises(CompareError, match="no validation points"):
         compare([a], tmp_path / "out")
+
+
+def test_dispatcher_runs_compare_with_time_axis_first(tmp_path, capsys):
+    from eval.__main__ import main as eval_main
+    a = write_run(tmp_path, "a", "mixer")
+    b = write_run(tmp_path, "b", "llama", k=2.0)
+    assert eval_main(["compare", str(a), str(b), "--x", "time", "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "matched time" in printed and "report:" in printed
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert report.index("## Matched wall-clock") < report.index("## Matched training FLOPs")
