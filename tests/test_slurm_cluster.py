@@ -200,6 +200,24 @@ def test_scontrol_requeue_checkpoints_and_resumes_exactly(work, corpus, referenc
     assert "COMPLETED" in out and out.split()[-1] == "1"
 
 
+@pytest.mark.parametrize("case,expect", [("bad-input", "no-such-corpus"), ("non-finite", "non-finite")])
+def test_failing_job_surfaces_its_traceback_and_is_not_requeued(work, corpus, case, expect):
+    if case == "bad-input":
+        sections = {"data": {"path": str(work / "no-such-corpus")}}
+    else:  # a learning rate that blows the loss up within a few steps
+        sections = {"train": {"lr": 1e12, "grad_clip": 0.0, "max_nonfinite": 2}}
+    cfg = write_config(work, corpus, f"slurm-fail-{case}", slurm={"tasks_per_node": 1}, **sections)
+    done = run([PY, "-m", "slurm", "train", "--config", cfg, "--wait"], check=False, timeout=300)
+    run_dir = work / "runs" / f"slurm-fail-{case}"
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" in done.stderr and expect in done.stderr, done.stderr
+    assert expect in (run_dir / "slurm" / "failure.txt").read_text()
+    from slurm import jobs
+    assert jobs.requeue_count(run_dir) == 0
+    assert [e["event"] for e in jobs.read(run_dir)] == ["submitted", "started", "failed"]
+    assert sacct_state(jobs.job_ids(run_dir)[0]) == "FAILED"
+
+
 @pytest.fixture(scope="module", autouse=True)
 def time_limit_job(work, corpus):
     """Queued when the module starts and checked by the last tests: it mostly sleeps through its time
