@@ -125,8 +125,9 @@ def plot_training(runs: list[Run], rows: list[dict[str, Any]], out_png: Path) ->
         if pts:
             ax.plot(*zip(*pts), label=row["variant"], linestyle="--" if "mixer" not in row["variant"] else "-")
     ax.set_xscale("log")
+    ax.set_yscale("log")  # spikes of a diverging variant would otherwise flatten every other curve
     ax.set_xlabel("training FLOPs (dense)")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("training loss (log)")
     ax.set_title("Flexibility sweep: training loss")
     ax.legend(fontsize=8)
     fig.tight_layout()

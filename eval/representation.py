@@ -103,11 +103,13 @@ def plot(rows: list[dict[str, Any]], out_png: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label in dict.fromkeys(r["model"] for r in rows):
+    markers = "osD^vx*P"
+    for i, label in enumerate(dict.fromkeys(r["model"] for r in rows)):
         pts = [r for r in rows if r["model"] == label]
         style = "-" if pts[0]["family"] == "mixer" else "--"
         ax.errorbar([r["depth"] for r in pts], [r["h_mean"] for r in pts], yerr=[r["h_std"] for r in pts],
-                    label=label, linestyle=style, marker="o", capsize=3)
+                    label=label, linestyle=style, marker=markers[i % len(markers)], capsize=3,
+                    alpha=0.8, markersize=8 - i)  # shrinking markers: equal curves (h = 0) stay visible
     ax.set_xlabel("blocks before the target (depth)")
     ax.set_ylabel("h (lower = input more recoverable)")
     ax.set_ylim(-0.03, 1.03)

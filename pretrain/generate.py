@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     enc = run_tokenizer(cfg, args.tokenizer)
     eos = enc.eot_token
     prompt = enc.encode_ordinary(args.prompt) if args.prompt else [eos]
-    label = f"{cfg.model.family} d{cfg.model.d_model}x{cfg.model.n_layers} n_ctx={cfg.model.n_ctx}"
+    label = f"{cfg.run.name}: {cfg.model.family} d{cfg.model.d_model}x{cfg.model.n_layers} n_ctx={cfg.model.n_ctx}"
     mode = "greedy" if args.temperature <= 0 else f"T={args.temperature}" + (f" top-k={args.top_k}" if args.top_k else "")
     for i in range(args.samples):
         out = generate(model, prompt, args.max_new_tokens, args.temperature, args.top_k, eos, args.seed + i,

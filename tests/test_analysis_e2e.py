@@ -79,7 +79,7 @@ def test_generate_cli_on_a_trained_run(trained_sweep, capsys, shared_data):
     first = capsys.readouterr().out
     assert generate_main(args) == 0
     assert capsys.readouterr().out == first  # greedy is deterministic
-    assert first.startswith("--- mixer d16x2 n_ctx=16 | greedy | seed 0 |") and "Once upon a time" in first
+    assert first.startswith("--- mixer-full: mixer d16x2 n_ctx=16 | greedy | seed 0 |") and "Once upon a time" in first
     assert generate_main(args + ["--temperature", "0.9", "--top-k", "20", "--samples", "2"]) == 0
     assert capsys.readouterr().out.count("| T=0.9 top-k=20 |") == 2
 
