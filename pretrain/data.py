@@ -173,6 +173,12 @@ def pad_document(doc: np.ndarray, n_ctx: int, pad_side: str, eos: int) -> np.nda
     return np.stack([np.concatenate([inputs, pad_in]), np.concatenate([labels, pad_lab])])
 
 
+def _round_robin(streams: list[Stream]):
+    while True:
+        for stream in streams:
+            yield stream.spec.stream, stream.next_micro_batch(), None
+
+
 def _identity(x):
     return x
 
@@ -218,11 +224,15 @@ class TrainLoader:
         self.workers = data.workers
         self.consumed = consumed  # micro-batches taken by this rank: where the round-robin over streams is
         self._it = None
+        self._live: dict[int, Stream] = {}
 
     def _iterator(self):
-        ds = _RankStreams(self.specs, [self.states[s] for s in self.local], self.consumed % len(self.local))
-        if self.workers == 0:
-            return iter(ds)
+        start = self.consumed % len(self.local)
+        if self.workers == 0:  # in this process: read the states only when a checkpoint asks for them
+            streams = [Stream(spec, self.states[spec.stream]) for spec in self.specs]
+            self._live = {st.spec.stream: st for st in streams}
+            return _round_robin(streams[start:] + streams[:start])
+        ds = _RankStreams(self.specs, [self.states[s] for s in self.local], start)
         return iter(DataLoader(ds, batch_size=None, num_workers=self.workers, collate_fn=_identity,
                                prefetch_factor=4, persistent_workers=False))
 
@@ -233,12 +243,15 @@ class TrainLoader:
         if self._it is None:
             self._it = self._iterator()
         stream, batch, state = next(self._it)
-        self.states[stream] = state
+        if state is not None:  # from a worker: the state right after this micro-batch
+            self.states[stream] = state
         self.consumed += 1
         batch = torch.as_tensor(batch)
         return batch[:, 0].contiguous(), batch[:, 1].contiguous()
 
     def state_dict(self) -> dict[int, dict]:
+        if self._live:
+            return {s: stream.state() for s, stream in self._live.items()}
         return dict(self.states)
 
 
