@@ -18,7 +18,7 @@ from slurm.sweep import SWEEP_FILE
 from stackcore import rundir
 
 _EVENT_STATE = {"submitted": "PENDING", "started": "RUNNING", "requeued": "REQUEUED", "completed": "COMPLETED",
-                "failed": "FAILED"}
+                "cancelled": "CANCELLED", "failed": "FAILED"}
 
 
 def find_runs(path: str | Path) -> list[Path]:
@@ -56,7 +56,7 @@ def run_row(run_dir: Path, slurm_states: dict[str, str]) -> dict[str, Any]:
     events = jobs.read(run_dir)
     last_job = next((str(e["job_id"]) for e in reversed(events) if e.get("job_id")), "")
     state = _EVENT_STATE.get(events[-1]["event"], "?") if events else "-"
-    if last_job and last_job in slurm_states and state not in ("COMPLETED", "FAILED"):
+    if last_job and last_job in slurm_states and state not in ("COMPLETED", "FAILED", "CANCELLED"):
         state = slurm_states[last_job]  # the job records cannot see a pending requeue or a kill -9
     metrics = rundir.read_metrics(run_dir) if run_dir.is_dir() else []
     trained = [m for m in metrics if m.get("train_loss") is not None]

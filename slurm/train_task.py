@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,10 @@ from typing import Any, Callable
 from slurm import jobs
 
 DEFAULT_ENTRY = "pretrain.train:main"
+# Job states (scontrol) in which a checkpointed task must not ask for a requeue.
+CANCELLED_STATES = ("CANCELLED", "COMPLETED", "FAILED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
+                    "OUT_OF_MEMORY")
+REQUEUING_STATES = ("REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PENDING")
 # How many signals arrived before the trainer installed its own handlers (kept for the record).
 _early_signals: list[int] = []
 
@@ -54,6 +59,39 @@ def set_distributed_env(env: Any) -> dict[str, str]:
     }
     os.environ.update(values)
     return values
+
+
+def job_state(job_id: str) -> str:
+    """JobState of a job (array element ids like 12_3 included) from scontrol; "" when unknown."""
+    try:
+        out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    for field in out.split():
+        if field.startswith("JobState="):
+            return field.split("=", 1)[1]
+    return ""
+
+
+def requeue_decision(job_id: str, tries: int = 10) -> tuple[str, str]:
+    """After a checkpoint on a signal: "requeue" (time-limit warning: the job still runs), "already"
+    (Slurm requeues it itself: scontrol requeue, preemption) or "cancelled" (scancel also sends SIGTERM,
+    and even a finished job can be requeued, so a cancelled job must not be brought back). A COMPLETING
+    job is ambiguous in scontrol; accounting (sacct) tells CANCELLED from REQUEUED, give it a moment."""
+    from slurm.status import sacct_states
+
+    ctl = acct = ""
+    for _ in range(tries):
+        ctl, acct = job_state(job_id), sacct_states([job_id]).get(job_id, "")
+        if acct == "CANCELLED" or ctl in CANCELLED_STATES:
+            return "cancelled", acct or ctl
+        if acct in REQUEUING_STATES or ctl in REQUEUING_STATES:
+            return "already", acct or ctl
+        if ctl == "RUNNING":
+            return "requeue", ctl
+        time.sleep(0.3)
+    return "requeue", ctl or acct
 
 
 def _note_signal(signum: int, frame: Any) -> None:
@@ -182,13 +220,16 @@ class TrainTask:
             self._fail(rank, job_id, message)
             raise RuntimeError(message)
         if rank == 0:
-            jobs.record(self.run_dir, "requeued", job_id=job_id, restart=restart)
-            # Already requeued by Slurm itself (scontrol requeue, preemption) -> "already pending": fine.
-            done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
-            if done.returncode != 0:
-                print(f"[slurm] scontrol requeue {job_id}: {done.stderr.strip()} (already requeued?)",
-                      file=sys.stderr, flush=True)
-        print(f"[slurm] rank {rank}: checkpoint saved, job {job_id} requeued", file=sys.stderr, flush=True)
+            decision, state = requeue_decision(job_id)
+            if decision == "cancelled":
+                jobs.record(self.run_dir, "cancelled", job_id=job_id, restart=restart, state=state)
+            else:
+                jobs.record(self.run_dir, "requeued", job_id=job_id, restart=restart, state=state)
+            if decision == "requeue":
+                done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+                if done.returncode != 0:
+                    print(f"[slurm] scontrol requeue {job_id}: {done.stderr.strip()}", file=sys.stderr, flush=True)
+            print(f"[slurm] checkpoint saved; job {job_id} was {state}: {decision}", file=sys.stderr, flush=True)
         # SystemExit skips submitit's result pickle: the launcher keeps waiting for the requeued job.
         # Status 0, because srun runs with --kill-on-bad-exit: a non-zero rank would kill rank 0
         # before it has asked for the requeue.

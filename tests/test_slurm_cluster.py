@@ -273,6 +273,50 @@ print("rc", rc, "after", round(time.time() - t0), "s")
     assert sacct_state(jobs.job_ids(run_dir)[0]) == "FAILED"
 
 
+STOPPABLE_ENTRY = '''
+import signal, time
+def main(argv):  # behaves like the trainer on a signal: "checkpoint", then EXIT_PREEMPTED
+    got = []
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, lambda s, f: got.append(s))
+    for _ in range(2400):
+        if got:
+            return 3
+        time.sleep(0.05)
+    return 0
+'''
+
+
+def test_scancel_is_final_even_though_the_trainer_checkpoints(work):
+    # scancel sends SIGTERM like a preemption, and Slurm would requeue even a cancelled job if asked:
+    # the task must tell the two apart (accounting says CANCELLED) and leave the job cancelled.
+    mod = work / "stopmod"
+    mod.mkdir()
+    (mod / "stoppable_entry.py").write_text(STOPPABLE_ENTRY)
+    run_dir = work / "runs" / "cancel"
+    script = f"""
+import subprocess, time
+from pretrain.config import SlurmSection
+from slurm import jobs, launch
+from slurm.train_task import TrainTask
+ex = launch.make_executor(SlurmSection(tasks_per_node=2, time="00:15:00", signal_lead_s=30), "{run_dir}/slurm", "cancel")
+job = ex.submit(TrainTask([], "{run_dir}", 5, entry="stoppable_entry:main", preempted_code=3))
+while not jobs.read("{run_dir}"):
+    time.sleep(0.2)
+time.sleep(2)
+subprocess.run(["scancel", job.job_id], check=True)
+time.sleep(15)  # longer than a requeue would take to bring the job back (cred_expire=10)
+print("JOB", job.job_id)
+"""
+    done = run([PY, "-c", script], timeout=240, env={**os.environ, "PYTHONPATH": str(mod)})
+    job_id = done.stdout.split("JOB")[1].split()[0]
+    from slurm import jobs, status
+    events = [e["event"] for e in jobs.read(run_dir)]
+    assert events == ["started", "cancelled"], events
+    assert sacct_state(job_id) == "CANCELLED"
+    assert status.status(run_dir)[0]["state"] == "CANCELLED"
+
+
 def test_prep_array_equals_local_tokenize_and_reruns_skip_done_tasks(work):
     common = ["--input", *CORPORA, "--tokenizer", TOKENIZER, "--val-fraction", "0.02", "--task-mb", "1"]
     local, array = work / "prep-local", work / "prep-array"
