@@ -74,3 +74,36 @@ def test_sigterm_saves_exits_preempted_and_resumes_exactly(tmp_path_factory, tmp
     resumed = losses(run_dir)
     assert [resumed[s] for s in range(saved + 1, 7)] == [reference[s] for s in range(saved + 1, 7)]
     assert [resumed[s] for s in range(1, saved + 1)] == [reference[s] for s in range(1, saved + 1)]
+
+
+def rank_pids(launcher_pid: int) -> dict[int, int]:
+    """{rank: pid} of torchrun's worker processes (read from /proc: their RANK variable)."""
+    out = {}
+    for tid in Path(f"/proc/{launcher_pid}/task").iterdir():
+        for child in (tid / "children").read_text().split():
+            env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            rank = [e for e in env if e.startswith(b"RANK=")]
+            if rank:
+                out[int(rank[0][5:])] = int(child)
+    return out
+
+
+def test_signal_to_one_rank_makes_every_rank_save_the_same_step(tmp_path_factory, tmp_path):
+    reference = losses(reference_run(tmp_path_factory, 2, 2))
+    args = run_args(prepped_corpus(tmp_path_factory), tmp_path, "usr1", "--deepspeed.zero_stage", "2",
+                    "--train.steps", "6", "--checkpoint.every", "0")
+    run_dir = tmp_path / "usr1"
+    proc = subprocess.Popen(torchrun(2, args + ["--train.debug_step_sleep_s", "0.6"]), cwd=REPO_ROOT,
+                            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    wait_for(lambda: any(r["step"] >= 2 for r in read_metrics(run_dir)), proc)
+    os.kill(rank_pids(proc.pid)[1], signal.SIGUSR1)  # only rank 1 hears it (as a node-local signal would)
+    proc.wait(timeout=120)
+    status = json.loads((run_dir / "status.json").read_text())
+    saved = status["step"]
+    assert status["state"] == "preempted" and latest(run_dir) == f"step{saved:08d}" and saved < 6
+    done = subprocess.run(torchrun(2, args), cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = losses(run_dir)
+    assert [resumed[s] for s in range(1, 7)] == [reference[s] for s in range(1, 7)]
