@@ -93,9 +93,15 @@ def verify(path: Path) -> dict[str, Any]:
     return meta
 
 
-def load(engine, path: Path, world, local_streams: list[int]) -> tuple[dict[str, Any], dict[int, dict]]:
-    """Restores engine (model, optimizer, scheduler), this rank's RNG and its streams' loader states."""
+def load(engine, path: Path, world, local_streams: list[int], zero_stage: int) -> tuple[dict[str, Any], dict[int, dict]]:
+    """Restores engine (model, optimizer, scheduler), this rank's RNG and its streams' loader states.
+    ZeRO 0 checkpoints resume at any world size (with the same data.streams); ZeRO 1-3 shard the optimizer
+    per rank, so they need the world size they were saved with."""
     meta = verify(path)
+    if meta["world_size"] != world.size and zero_stage > 0:
+        raise CheckpointError(f"{path}: saved by {meta['world_size']} ranks at ZeRO-{zero_stage}, resumed with "
+                              f"{world.size}; resume with {meta['world_size']} ranks, or export the weights "
+                              "(python -m pretrain.export) and start a new run")
     try:
         loaded, _ = engine.load_checkpoint(str(path), tag=DS_TAG, load_module_strict=True,
                                            load_optimizer_states=True, load_lr_scheduler_states=True)
@@ -115,4 +121,4 @@ def load(engine, path: Path, world, local_streams: list[int]) -> tuple[dict[str,
             raise CheckpointError(f"{f}: no loader state for stream {s}; resume with the same data.streams "
                                   f"as the saved run (it had world size {meta['world_size']})")
         states[s] = load_stream_state(f)
-    return meta["train_state"], states
+    return {**meta["train_state"], "world_size": meta["world_size"]}, states

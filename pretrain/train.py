@@ -76,9 +76,11 @@ def _train(cfg: RunConfig, world, run_dir: Path, progress: dict[str, int]) -> di
     state = {"step": 0, "tokens": 0, "flops": 0.0, "wall_s": 0.0, "skipped": 0, "micro_batches": 0}
     resume_from = checkpoint.resolve(ck_root, cfg.checkpoint.resume)
     if resume_from is not None:
-        state, streams = checkpoint.load(engine, resume_from, world, loader.local)
+        state, streams = checkpoint.load(engine, resume_from, world, loader.local, cfg.deepspeed.zero_stage)
         loader.states.update(streams)
-        loader.consumed = state["micro_batches"]
+        # every rank consumed as many micro-batches; at another world size the same global position is
+        # consumed * saved_world / world (an integer: global_batch is a multiple of micro_batch * world)
+        loader.consumed = state["micro_batches"] * state.get("world_size", world.size) // world.size
         progress["step"] = state["step"]
     manifest = check_manifest(cfg.data.path, cfg.model, cfg.data)
     val = validation_set(cfg, manifest)
@@ -154,7 +156,7 @@ def _train(cfg: RunConfig, world, run_dir: Path, progress: dict[str, int]) -> di
                     write_status(run_dir, "running", step, last["train_loss"])
                     status_at = time.time()
             if stop or step == total or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
-                state["micro_batches"] = loader.consumed
+                state["micro_batches"], state["world_size"] = loader.consumed, world.size
                 checkpoint.save(engine, ck_root, step, state, loader.state_dict(), world, cfg.checkpoint.keep)
                 saved_at = step
                 tick = time.time()
@@ -162,7 +164,7 @@ def _train(cfg: RunConfig, world, run_dir: Path, progress: dict[str, int]) -> di
                 last["state"] = "preempted"
                 break
         if saved_at != state["step"]:  # e.g. resumed at the final step
-            state["micro_batches"] = loader.consumed
+            state["micro_batches"], state["world_size"] = loader.consumed, world.size
             checkpoint.save(engine, ck_root, state["step"], state, loader.state_dict(), world, cfg.checkpoint.keep)
     finally:
         signals.restore()
