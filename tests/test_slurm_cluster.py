@@ -153,6 +153,11 @@ def test_dry_run_is_a_valid_sbatch_script(work, corpus):
     assert "#SBATCH --ntasks-per-node=2" in out and "#SBATCH --signal=USR1@30" in out and "#SBATCH --time=5" in out
     script = work / "dry.sh"
     script.write_text(out)
+    gpu = run([PY, "-m", "slurm", "train", "--config", cfg, "--nodes", "2", "--gpus-per-node", "4", "--account", "acc",
+               "--qos", "high", "--constraint", "h100", "--mem", "200G", "--cpus-per-task", "8", "--dry-run"]).stdout
+    for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--account=acc", "--qos=high",
+                 "--constraint=h100", "--mem=200G", "--cpus-per-task=8"):
+        assert f"#SBATCH {line}" in gpu, (line, gpu)
     test = run(["sbatch", "--test-only", script], check=False)
     assert test.returncode == 0 and "to start at" in test.stderr, test.stderr
     grid = REPO / "configs" / "sweeps" / "ctx-pairs-tiny.toml"
@@ -226,7 +231,7 @@ def time_limit_job(work, corpus):
     >= 2.5 s). Slurm checks limits on a 30 s tick and may warn up to 30 s early, so the signal lands
     30-60 s into each allocation; the run only finishes through requeues. One rank keeps startup short."""
     cfg = write_config(work, corpus, "slurm-timelimit", train={"debug_step_sleep_s": 2.5},
-                       slurm={"time": "00:02:00", "signal_lead_s": 60, "tasks_per_node": 1, "max_requeues": 6})
+                       slurm={"time": "00:02:00", "signal_lead_s": 60, "tasks_per_node": 1, "max_requeues": 12})
     job, run_dir = submit(cfg)
     yield job, run_dir
     if not job.done():
