@@ -108,7 +108,7 @@ def submit(argv: list[str]):
 def main(argv: list[str]) -> int:
     try:
         result = submit(argv)
-    except (ConfigError, PrepError) as exc:
+    except (ValueError, PrepError, OSError) as exc:  # config, input, tokenizer errors name the file and fix
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if isinstance(result, str):

@@ -200,3 +200,11 @@ def test_status_of_a_local_run_reads_the_trainers_status(tmp_path):
     (run / "metrics.jsonl").write_text(json.dumps({"step": 3, "train_loss": 7.0}) + "\n")
     row = status.status(run)[0]
     assert (row["state"], row["job"], row["step"], row["requeues"]) == ("LOCAL PREEMPTED", "-", 3, 0)
+
+
+def test_prep_bad_input_is_a_clear_error(tmp_path, capsys):
+    from slurm.__main__ import main
+
+    rc = main(["prep", "--array", "2", "--input", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "out")])
+    assert rc == 2
+    assert "missing.jsonl: input file not found" in capsys.readouterr().err
