@@ -111,6 +111,9 @@ def main(argv: list[str]) -> int:
     except (ValueError, PrepError, OSError) as exc:  # config, input, tokenizer errors name the file and fix
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # submitit's FailedJobError: sbatch refused the array
+        print(f"error: sbatch refused the job:\n{exc}", file=sys.stderr)
+        return 2
     if isinstance(result, str):
         print(result)
         return 0

@@ -87,10 +87,15 @@ def main(argv: list[str]) -> int:
         bad = {name: rc for name, rc in codes.items() if rc}
         print(f"sweep: {len(codes) - len(bad)} runs finished" + (f", failed: {bad}" if bad else ""))
         return 1 if bad else 0
+    import submitit
+
     try:
         out = submit(args.grid, args.max_parallel, args.dry_run)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except submitit.core.utils.FailedJobError as exc:  # sbatch refused the array
+        print(f"error: sbatch refused the job array:\n{exc}", file=sys.stderr)
         return 2
     if args.dry_run:
         print(out)

@@ -87,11 +87,16 @@ def wait(job, run_dir: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
+    import submitit
+
     try:
         args, train_argv, cfg = resolve(argv)
         out = submit(train_argv, cfg, dry_run=args.dry_run)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except submitit.core.utils.FailedJobError as exc:  # sbatch refused the job (partition, account, ...)
+        print(f"error: sbatch refused the job:\n{exc}", file=sys.stderr)
         return 2
     if args.dry_run:
         print(out)
