@@ -64,7 +64,7 @@ def miss_fraction(topk: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> 
 
 
 def invert_blocks(model: nn.Module, ids: torch.Tensor, depth: int | None, steps: int, lr: float,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+                  generator: torch.Generator, x0_std: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Gradient descent from noise towards an input whose block output matches the real one's.
 
     Returns (x [B, T, d] with the positional offset removed, E's token part, final mean L1)."""
@@ -73,7 +73,7 @@ def invert_blocks(model: nn.Module, ids: torch.Tensor, depth: int | None, steps:
         token_part = model.embedding(ids)
         offset = embedded - token_part  # position embeddings (zero for families without them)
         target = model.forward_blocks(embedded, depth)
-    x = torch.randn(embedded.shape, generator=generator, dtype=embedded.dtype).to(embedded.device)
+    x = x0_std * torch.randn(embedded.shape, generator=generator, dtype=embedded.dtype).to(embedded.device)
     x = (x + offset).requires_grad_(True)
     l1 = float("nan")
     for size in step_sizes(lr, steps):
@@ -89,9 +89,13 @@ def invert_blocks(model: nn.Module, ids: torch.Tensor, depth: int | None, steps:
 
 def hamming(model: nn.Module, ids: torch.Tensor, depth: int | None = None, steps: int = 500,
             lr: float = 0.05, pad_mask: torch.Tensor | None = None, seed: int = 0,
-            batch_size: int = 8) -> HammingResult:
+            batch_size: int = 8, scale_to_embedding: bool = False) -> HammingResult:
     """h of `model` on the token windows `ids` [N, T] for the target taken after `depth` blocks (all
-    when None). `pad_mask` [N, T] is true at real (non-pad) positions. Reproducible for a fixed seed."""
+    when None). `pad_mask` [N, T] is true at real (non-pad) positions. Reproducible for a fixed seed.
+
+    scale_to_embedding: start from N(0, s^2) and multiply the step sizes by s, s = std(W_emb), instead
+    of the published N(0, 1) and lr. The published protocol favours models whose embeddings happen to
+    be initialised at std ~1 (see docs/results/analysis.md); this variant removes that dependence."""
     if ids.dim() != 2:
         raise ValueError(f"ids must be [samples, seq], got shape {tuple(ids.shape)}")
     mask = torch.ones_like(ids, dtype=torch.bool) if pad_mask is None else pad_mask.bool()
@@ -106,12 +110,13 @@ def hamming(model: nn.Module, ids: torch.Tensor, depth: int | None = None, steps
     try:
         pinv = embedding_pinv(model)
         device = model.embedding.weight.device
+        scale = float(model.embedding.weight.detach().float().std()) if scale_to_embedding else 1.0
         generator = torch.Generator().manual_seed(seed)
         per_sample: list[float] = []
         l1s: list[float] = []
         for start in range(0, ids.size(0), batch_size):
             chunk = ids[start:start + batch_size].to(device)
-            x, _, l1 = invert_blocks(model, chunk, depth, steps, lr, generator)
+            x, _, l1 = invert_blocks(model, chunk, depth, steps, lr * scale, generator, x0_std=scale)
             topk = decode_topk(x, pinv.to(device))
             per_sample += miss_fraction(topk, chunk, mask[start:start + batch_size].to(device)).tolist()
             l1s.append(l1)

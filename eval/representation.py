@@ -88,7 +88,9 @@ def _summary_rows(label: str, cfg, results) -> list[dict[str, Any]]:
 def report_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [f"Modified Hamming metric h (fraction of positions whose token is not in the top-{TOP_K} "
              f"decoded via pinv(W_emb)); {meta['samples']} windows of held-out text, {meta['steps']} steps. "
-             f"Chance for vocab V is 1 - {TOP_K}/V. Published: {PUBLISHED}.", "",
+             f"Chance for vocab V is 1 - {TOP_K}/V. Published: {PUBLISHED}."
+             + (" Start and step size scaled to std(W_emb) (not the published protocol)."
+                if meta.get("scale_to_embedding") else ""), "",
              "| model | family | shape | depth | h mean | h std | h min..max | final L1 |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -135,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, help=f"step size (default per family: {DEFAULT_LR})")
     ap.add_argument("--depths", default="all", help="'all' (1..n_layers), 'last', or e.g. '1,2,4'")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scale-to-embedding", action="store_true",
+                    help="start from N(0, std(W_emb)^2) and scale the step size by std(W_emb) (not the "
+                         "published protocol: removes its dependence on the embedding init scale)")
     ap.add_argument("--out", default="reports/representation")
     args, overrides = ap.parse_known_args(argv)
     if args.config and not args.untrained:
@@ -162,9 +167,11 @@ def main(argv: list[str] | None = None) -> int:
                   else [int(k) for k in args.depths.split(",")])
         lr = args.lr or DEFAULT_LR.get(cfg.model.family, 0.05)
         results = hamming_by_depth(model, ids, depths, progress=lambda d: tqdm(d, desc=label, unit="depth"),
-                                   steps=args.steps, lr=lr, seed=args.seed)
+                                   steps=args.steps, lr=lr, seed=args.seed,
+                                   scale_to_embedding=args.scale_to_embedding)
         rows += [{**r, "lr": lr} for r in _summary_rows(label, cfg, results)]
-    meta = {"samples": args.samples, "steps": args.steps, "seed": args.seed, "top_k": TOP_K}
+    meta = {"samples": args.samples, "steps": args.steps, "seed": args.seed, "top_k": TOP_K,
+            "scale_to_embedding": args.scale_to_embedding}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "representation.json", {**meta, "rows": rows})

@@ -104,3 +104,14 @@ def test_depths_and_pad_mask():
 def test_bad_depth_is_named():
     with pytest.raises(ValueError, match="depth 5"):
         hamming(ToyModel([nn.Identity()]), _ids(), depth=5, steps=1)
+
+
+def test_scale_to_embedding_makes_h_independent_of_the_embedding_scale():
+    """Identity blocks are invertible at any embedding scale; with the published N(0, 1) start and a
+    fixed step size, a std-0.001 embedding is not recovered (the last steps are lr/10 = 0.005 wide), with the scaled start it is."""
+    model = ToyModel([nn.Identity()])
+    with torch.no_grad():
+        model.embedding.weight.mul_(0.001)
+    published = hamming(model, _ids(), steps=200, lr=0.05)
+    scaled = hamming(model, _ids(), steps=200, lr=0.05, scale_to_embedding=True)
+    assert published.mean > 0.5 and scaled.mean == 0.0
