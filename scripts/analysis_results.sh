@@ -40,6 +40,10 @@ mv "$OUT/samples.txt.tmp" "$OUT/samples.txt"
 $PY -m eval representation --untrained --config "$SWEEP/mixer-full/config.toml" \
     --config "$SWEEP/llama-full/config.toml" --run "$SWEEP/mixer-full" --run "$SWEEP/llama-full" \
     --data "$DATA" --samples 8 --steps 500 --out "$OUT/representation"
+# ... and with the start and step size scaled to each model's embedding std (not the published protocol)
+$PY -m eval representation --untrained --config "$SWEEP/mixer-full/config.toml" \
+    --config "$SWEEP/llama-full/config.toml" --run "$SWEEP/mixer-full" --run "$SWEEP/llama-full" \
+    --data "$DATA" --samples 8 --steps 500 --scale-to-embedding --out "$OUT/representation-scaled"
 # 5. Is h a property of the architecture or of the embedding scale? (untrained, rescaled embeddings)
 $PY scripts/analysis_embedding_scale.py --data "$DATA" > "$OUT/embedding_scale.md.tmp" && \
     mv "$OUT/embedding_scale.md.tmp" "$OUT/embedding_scale.md"
