@@ -87,3 +87,15 @@ def test_linear_mixer_grid_shares_the_flexibility_runs():
 def test_vocab_matches_the_base_data_config():
     for cfg in _configs().values():
         assert cfg.model.vocab_size == 4096 and cfg.data.path.endswith("tinystories-4k")
+
+
+def test_lr_follow_up_grid_differs_from_flexibility_only_in_lr():
+    flex = _configs()
+    grid = REPO_ROOT / "configs/sweeps/flexibility-lr.toml"
+    runs = {name: load_config(RunConfig, argv[1], argv[2:]) for name, argv in expand(grid)}
+    assert list(runs) == ["mixer-full-lr0.006", "mixer-nonorm-lr0.006", "llama-full-lr0.006", "llama-nonorm-lr0.006"]
+    for name, cfg in runs.items():
+        base = flex[name.removesuffix("-lr0.006")]
+        assert cfg.train.lr == 3 * base.train.lr
+        assert cfg.model == base.model and cfg.data == base.data
+        assert cfg.train.budget_flops == base.train.budget_flops
