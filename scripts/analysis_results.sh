@@ -21,10 +21,13 @@ mkdir -p "$OUT"
 # 2. Flexibility sweep (7 runs) and the two minimal linear/near-linear mixers, locally in sequence.
 $PY -m slurm sweep --grid configs/sweeps/flexibility.toml --local
 $PY -m slurm sweep --grid configs/sweeps/linear-mixers.toml --local
+$PY -m slurm sweep --grid configs/sweeps/flexibility-lr.toml --local
 FLEX="mixer-full mixer-nonorm mixer-noresidual mixer-linear llama-full llama-nonorm llama-noresidual"
 $PY -m eval flexibility $(for r in $FLEX; do echo "$SWEEP/$r"; done) --out "$OUT/flexibility"
 $PY -m eval flexibility $(for r in mixer-full mixer-linear mixer-linear-min mixer-nearlinear-min; do echo "$SWEEP/$r"; done) \
     --out "$OUT/linear"
+$PY -m eval flexibility $(for r in mixer-full mixer-nonorm llama-full llama-nonorm; do echo "$SWEEP/$r" "$SWEEP/$r-lr0.006"; done) \
+    --out "$OUT/flexibility-lr"
 
 # 3. Samples: greedy and temperature 0.8 from the full, linear and near-linear mixers (and Llama).
 : > "$OUT/samples.txt.tmp"
