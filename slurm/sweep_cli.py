@@ -44,7 +44,10 @@ def plan(grid_path: str | Path) -> tuple[list[dict], RunConfig]:
         elif cfg.slurm != section.slurm:
             raise ConfigError(f"{grid.path}: run {name} has a different [slurm] section than the first run; "
                               "one array needs one resource request (move slurm.* keys out of axes/variants)")
-        if not is_finished(run_dir):
+        if jobs.active_job(run_dir):
+            print(f"sweep: {name} is already queued/running as job {jobs.active_job(run_dir)}; left as is",
+                  file=sys.stderr)
+        elif not is_finished(run_dir):
             todo.append({"name": name, "run_dir": run_dir, "argv": argv, "cfg": cfg})
     if section is None:
         raise ConfigError(f"{grid.path}: the grid expands to no runs")

@@ -56,6 +56,10 @@ def submit(train_argv: list[str], cfg: RunConfig, dry_run: bool = False):
     executor = launch.make_executor(cfg.slurm, folder, job_name=cfg.run.name)
     if dry_run:
         return launch.sbatch_script(executor)
+    active = jobs.active_job(run_dir)
+    if active:
+        raise ConfigError(f"{run_dir} is already being trained by Slurm job {active}; wait for it, or "
+                          f"`scancel {active}` first (it checkpoints), then submit again to resume")
     job = executor.submit(TrainTask(train_argv, run_dir, cfg.slurm.max_requeues))
     jobs.record(run_dir, "submitted", job_id=job.job_id, folder=str(folder))
     return job

@@ -61,19 +61,6 @@ def set_distributed_env(env: Any) -> dict[str, str]:
     return values
 
 
-def job_state(job_id: str) -> str:
-    """JobState of a job (array element ids like 12_3 included) from scontrol; "" when unknown."""
-    try:
-        out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True,
-                             timeout=60).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    for field in out.split():
-        if field.startswith("JobState="):
-            return field.split("=", 1)[1]
-    return ""
-
-
 def requeue_decision(job_id: str, tries: int = 10) -> tuple[str, str]:
     """After a checkpoint on a signal: "requeue" (time-limit warning: the job still runs), "already"
     (Slurm requeues it itself: scontrol requeue, preemption) or "cancelled" (scancel also sends SIGTERM,
@@ -83,7 +70,7 @@ def requeue_decision(job_id: str, tries: int = 10) -> tuple[str, str]:
 
     ctl = acct = ""
     for _ in range(tries):
-        ctl, acct = job_state(job_id), sacct_states([job_id]).get(job_id, "")
+        ctl, acct = jobs.job_state(job_id), sacct_states([job_id]).get(job_id, "")
         if acct == "CANCELLED" or ctl in CANCELLED_STATES:
             return "cancelled", acct or ctl
         if acct in REQUEUING_STATES or ctl in REQUEUING_STATES:

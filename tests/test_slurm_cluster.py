@@ -187,6 +187,8 @@ def test_train_two_ranks_matches_local_run(work, corpus, reference):
 def test_scontrol_requeue_checkpoints_and_resumes_exactly(work, corpus, reference):
     cfg = write_config(work, corpus, "slurm-requeue", train={"debug_step_sleep_s": 0.4})
     job, run_dir = submit(cfg)
+    twice = run([PY, "-m", "slurm", "train", "--config", cfg], check=False)  # a second trainer for one run
+    assert twice.returncode == 2 and f"already being trained by Slurm job {job.job_id}" in twice.stderr, twice.stderr
     wait_for(lambda: len(losses(run_dir)) >= 6, 120, "6 logged steps")
     run(["scontrol", "requeue", job.job_id])
     job.results()  # raises if any rank failed
