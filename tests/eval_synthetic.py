@@ -19,12 +19,13 @@ def power_law(c, k: float = 1.0, offset: float = 0.0):
 def write_run(root: Path, name: str, family: str, *, k: float = 1.0, n_ctx: int = 64, seed: int = 0,
               c_end: float = 1e12, c_start: float = 1e9, points: int = 60, offset: float = 0.0,
               flops_per_token: float = 1e6, tokens_per_s: float = 1000.0, fingerprint: str = "fp0",
-              tokenizer: str = "tok0", val_tokens: int = 4096, d_model: int = 64, lr: float = 5e-4) -> Path:
+              tokenizer: str = "tok0", val_tokens: int = 4096, mode: str = "packed", d_model: int = 64, lr: float = 5e-4) -> Path:
     run = root / name
     run.mkdir(parents=True)
     config = {"run": {"name": name, "seed": seed}, "model": {"family": family, "d_model": d_model,
               "n_layers": 2, "n_ctx": n_ctx, "heads": 1 if family == "mixer" else 4},
-              "data": {"path": "", "val_tokens": val_tokens, "fingerprint": fingerprint, "tokenizer": tokenizer},
+              "data": {"path": "", "val_tokens": val_tokens, "fingerprint": fingerprint, "tokenizer": tokenizer,
+                       "mode": mode},
               "train": {"lr": lr}}
     (run / "config.toml").write_text(dump_toml(config))
     rows = []

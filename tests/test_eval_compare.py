@@ -104,7 +104,8 @@ def test_pairs_only_within_one_n_ctx(tmp_path):
 
 @pytest.mark.parametrize("field,value,what", [("fingerprint", "fp1", "validation data"),
                                               ("tokenizer", "tok1", "tokenizers"),
-                                              ("val_tokens", 8192, "validation-set sizes")])
+                                              ("val_tokens", 8192, "validation-set sizes"),
+                                              ("mode", "document", "validation sequence modes")])
 def test_refuses_runs_with_different_validation_sets(tmp_path, field, value, what, capsys):
     a = write_run(tmp_path, "a", "mixer")
     b = write_run(tmp_path, "b", "llama", **{field: value})
