@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CPU-scale results of the three analyses (issue 7): flexibility sweep, linear/near-linear mixers with
 # samples, and input-representation accuracy, into docs/results/analysis/. Re-runnable: the prep and
-# finished runs are skipped. About 20-40 min on two shared CPU cores.
+# finished runs are skipped. About 45 min on two shared CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
