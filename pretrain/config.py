@@ -130,6 +130,8 @@ class SlurmSection:
     signal_lead_s: int = 90  # SIGUSR1 this long before the time limit; must exceed checkpoint time
     max_requeues: int = 10
     folder: str = ""  # submitit logs; default {run dir}/slurm
+    setup: list[str] = field(default_factory=list)  # shell lines before srun, e.g. ["module load cuda/12.4"]
+    sbatch: dict[str, str] = field(default_factory=dict)  # extra #SBATCH flags, e.g. {reservation = "r1"}
 
 
 @dataclass

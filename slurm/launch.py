@@ -77,6 +77,8 @@ def make_executor(section: SlurmSection, folder: str | Path, job_name: str,
     extra: dict[str, Any] = {"signal": f"{PREEMPT_SIGNAL}@{section.signal_lead_s}", "requeue": True}
     if section.mem:
         extra["mem"] = section.mem  # submitit's own `mem` wants GB as a float; pass Slurm's syntax through
+    # A flag given as "" or "true" is a bare switch (#SBATCH --exclusive).
+    extra.update({k: (True if str(v).lower() in ("", "true") else v) for k, v in section.sbatch.items()})
     params: dict[str, Any] = dict(
         job_name=job_name, time=time_minutes(section.time), nodes=section.nodes,
         ntasks_per_node=ranks_per_node(section), cpus_per_task=section.cpus_per_task,
@@ -86,7 +88,8 @@ def make_executor(section: SlurmSection, folder: str | Path, job_name: str,
         srun_args=["--kill-on-bad-exit=1"],
         # The trainer's log lines of every rank go to one file per task; the exit status of the job
         # step is what Slurm's accounting reports.
-        setup=["export PYTHONUNBUFFERED=1", f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{section.cpus_per_task}}}"],
+        setup=[*section.setup, "export PYTHONUNBUFFERED=1",
+               f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{section.cpus_per_task}}}"],
     )
     if section.gpus_per_node > 0:
         params["gpus_per_node"] = section.gpus_per_node

@@ -155,6 +155,12 @@ def test_dry_run_is_a_valid_sbatch_script(work, corpus):
     script.write_text(out)
     gpu = run([PY, "-m", "slurm", "train", "--config", cfg, "--nodes", "2", "--gpus-per-node", "4", "--account", "acc",
                "--qos", "high", "--constraint", "h100", "--mem", "200G", "--cpus-per-task", "8", "--dry-run"]).stdout
+    extra = run([PY, "-m", "slurm", "train", "--config", cfg, "--slurm.setup", '["export MIXER_SETUP=1"]',
+                 "--slurm.sbatch", '{exclusive = "", comment = "mixer run"}', "--dry-run"]).stdout
+    assert "#SBATCH --exclusive\n" in extra and "#SBATCH --comment='mixer run'" in extra
+    assert extra.index("export MIXER_SETUP=1") < extra.index("srun ")
+    script.write_text(extra)
+    assert run(["sbatch", "--test-only", script], check=False).returncode == 0
     refused = run([PY, "-m", "slurm", "train", "--config", cfg, "--partition", "nosuch"], check=False)
     assert refused.returncode == 2 and "sbatch refused the job" in refused.stderr and "nosuch" in refused.stderr
     for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--account=acc", "--qos=high",
