@@ -6,6 +6,7 @@ SIGTERM on `scontrol requeue` / preemption). The trainer turns that into one col
 checkpoint on all ranks and returns EXIT_PREEMPTED; rank 0 then asks Slurm to requeue the job (same
 job id, same run directory), and every rank exits without a submitit result, so the requeued
 allocation runs this task again and the trainer resumes from the checkpoint (`checkpoint.resume=auto`).
+A cancelled job (scancel also sends SIGTERM) keeps its checkpoint and stays cancelled.
 Any other ending is final: a failure writes its traceback to `runs/NAME/slurm/failure.txt` and raises,
 so submitit hands it to the launcher and the job is not requeued.
 """
@@ -25,11 +26,12 @@ from typing import Any, Callable
 from slurm import jobs
 
 DEFAULT_ENTRY = "pretrain.train:main"
-# Job states (scontrol) in which a checkpointed task must not ask for a requeue.
+# Job states (scontrol or sacct) in which a checkpointed task must not ask for a requeue, and those in
+# which Slurm is requeuing the job already.
 CANCELLED_STATES = ("CANCELLED", "COMPLETED", "FAILED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
                     "OUT_OF_MEMORY")
 REQUEUING_STATES = ("REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PENDING")
-# How many signals arrived before the trainer installed its own handlers (kept for the record).
+# Signals that arrived before the trainer installed its own handlers; replayed once it has.
 _early_signals: list[int] = []
 
 
