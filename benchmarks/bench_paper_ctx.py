@@ -1,7 +1,7 @@
 """The paper's context-length comparison at CPU scale: masked mixer vs Llama at matched FLOPs for
 n_ctx 32, 128 and 512 on the shared TinyStories sample, several seeds, then `eval compare`.
 
-    .venv/bin/python benchmarks/bench_paper_ctx.py [--seeds 2] [--budget-flops 1e12] [--ctx 32,128,512]
+    .venv/bin/python benchmarks/bench_paper_ctx.py [--seeds 3] [--budget-flops 3e12] [--ctx 32,128,512]
 
 Published direction (Masked Mixers, arXiv 2409.01482 and its blog follow-ups, fineweb-edu/FineMath):
 the mixer is ahead at n_ctx 32, overtakes the transformer during training at 128, and the transformer
@@ -44,8 +44,8 @@ def completed(run_dir: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_paper_ctx"))
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--budget-flops", type=float, default=1e12)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget-flops", type=float, default=3e12)
     parser.add_argument("--ctx", default="32,128,512")
     parser.add_argument("--d-model", type=int, default=128, help="width of the reference Llama (2 layers, 4 heads)")
     parser.add_argument("--vocab", type=int, default=2048)
