@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--budget-flops", type=float, default=1.5e12, help="training FLOPs per model")
+    parser.add_argument("--budget-flops", type=float, default=4e12, help="training FLOPs per model")
     parser.add_argument("--d-model", type=int, default=128, help="width of the reference Llama")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
