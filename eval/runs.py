@@ -127,7 +127,9 @@ def validation_identity(config: dict[str, Any], metrics: list[dict[str, Any]], r
     """
     data = config.get("data", {})
     ident: dict[str, Any] = {}
-    sources = [data, config.get("validation", {})] + [r for r in metrics[:1]] + [r for r in metrics[-1:]]
+    val_rows = [r for r in metrics if r.get("val_set")]
+    # What the trainer recorded at its last evaluation comes first (it names the tokenizer by its ranks' hash).
+    sources = [r["val_set"] for r in val_rows[-1:]] + [data, config.get("validation", {})] + metrics[:1] + metrics[-1:]
     for src in sources:
         for out_key, keys in (("fingerprint", ("fingerprint", "manifest_fingerprint", "data_fingerprint")),
                               ("tokenizer", ("tokenizer", "tokenizer_sha256", "ranks_sha256")),

@@ -84,6 +84,7 @@ def _train(cfg: RunConfig, world, run_dir: Path, progress: dict[str, int]) -> di
         progress["step"] = state["step"]
     manifest = check_manifest(cfg.data.path, cfg.model, cfg.data)
     val = validation_set(cfg, manifest)
+    val_identity = {"data_fingerprint": manifest.get("fingerprint"), "ranks_sha256": manifest["ranks_sha256"]}
     peak = cfg.log.peak_flops or device_peak_flops(world.device, t.precision)
     metrics = MetricsLog(run_dir, state["step"]) if world.is_main else None
     if world.is_main:
@@ -146,7 +147,8 @@ def _train(cfg: RunConfig, world, run_dir: Path, progress: dict[str, int]) -> di
                 vloss, _ = evaluate(engine, val[0], world, t.micro_batch, cfg.log.eval_tokens)
                 last["val_loss"] = vloss
                 row = row or {"step": step, "tokens": state["tokens"], "flops": state["flops"]}
-                row.update(val_loss=vloss, val_bpb=vloss / math.log(2) / val[1] if val[1] else None)
+                row.update(val_loss=vloss, val_bpb=vloss / math.log(2) / val[1] if val[1] else None,
+                           val_set=val_identity)  # eval compares only runs validated on the same set
                 tick = time.time()  # validation time does not count as training throughput
             if row is not None and stats:
                 row["layer_stats"] = stats

@@ -54,7 +54,7 @@ class MaskedMatrix(nn.Module):
             w = w.masked_fill(mask == 0, float("-inf"))
             w = w.permute(0, 1, 3, 2, 4).reshape(g, ob * t, ib * t)
             return torch.softmax(w, dim=-1)
-        w = w * mask
+        w = w * mask.to(w.dtype)  # a 0/1 mask is exact in any dtype; keeps bf16 weights bf16
         return w.permute(0, 1, 3, 2, 4).reshape(g, ob * t, ib * t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
