@@ -118,6 +118,8 @@ def plot_training(runs: list[Run], rows: list[dict[str, Any]], out_png: Path) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from eval.plots import save_figure
+
     fig, ax = plt.subplots(figsize=(8, 5))
     for run, row in zip(runs, rows):
         pts = [(float(r["flops"]), float(r["train_loss"])) for r in run.metrics
@@ -130,12 +132,7 @@ def plot_training(runs: list[Run], rows: list[dict[str, Any]], out_png: Path) ->
     ax.set_ylabel("training loss (log)")
     ax.set_title("Flexibility sweep: training loss")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out_png)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def flexibility_report(run_dirs: list[str | Path], out_dir: str | Path, budget: float | None = None) -> list[dict]:

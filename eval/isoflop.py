@@ -83,7 +83,7 @@ def plot_isoflop(result: dict[str, Any], out_png: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from eval.plots import LINE_STYLES, family_colour
+    from eval.plots import LINE_STYLES, family_colour, save_figure
     budgets = sorted({g["budget"] for g in result["groups"]})
     fig, ax = plt.subplots(figsize=(7, 4.6))
     for g in result["groups"]:
@@ -103,12 +103,7 @@ def plot_isoflop(result: dict[str, Any], out_png: Path) -> Path:
     ax.set_title("IsoFLOP curves (star: fitted optimum)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out_png)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def report_markdown(result: dict[str, Any], params_kind: str) -> str:

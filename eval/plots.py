@@ -64,10 +64,16 @@ def plot_curves(runs: list[Run], axis: str, out_png: str | Path, title: str = ""
     axes[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    return save_figure(fig, out_png)
+
+
+def save_figure(fig, out_png: str | Path) -> Path:
+    """Lay out, write atomically (a reader never sees half a PNG) and close a figure."""
+    out_png = Path(out_png)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)  # rename after the write: a reader never sees half a PNG
+    fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(out_png)
     return out_png

@@ -104,6 +104,8 @@ def plot(rows: list[dict[str, Any]], out_png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from eval.plots import save_figure
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = "osD^vx*P"
     for i, label in enumerate(dict.fromkeys(r["model"] for r in rows)):
@@ -117,11 +119,7 @@ def plot(rows: list[dict[str, Any]], out_png: Path) -> None:
     ax.set_ylim(-0.03, 1.03)
     ax.set_title("Input-representation accuracy")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out_png)
+    save_figure(fig, out_png)
 
 
 def main(argv: list[str] | None = None) -> int:
