@@ -254,13 +254,14 @@ def main(argv):
     if os.environ["RANK"] == "1":
         time.sleep(2)
         raise ValueError("rank 1 broke on purpose")
-    time.sleep(600)  # rank 0 stands for a rank blocked in a collective waiting for rank 1
+    time.sleep(3600)  # rank 0 stands for a rank blocked in a collective waiting for rank 1
     return 0
 '''
 
 
 def test_one_rank_crashing_ends_the_job_at_once(work):
-    # srun --kill-on-bad-exit: the other rank is stopped, not left waiting (here 600 s) for the dead one.
+    # srun --kill-on-bad-exit: the other rank is stopped, not left waiting (here an hour) for the dead one.
+    # No timing assertion: if rank 0 were left running, the launcher's wait would outlive `run`'s timeout.
     mod = work / "crashmod"
     mod.mkdir()
     (mod / "crashing_entry.py").write_text(CRASHING_ENTRY)
@@ -280,8 +281,6 @@ print("rc", rc, "after", round(time.time() - t0), "s")
     done = run([PY, "-c", script], timeout=240, env={**os.environ, "PYTHONPATH": str(mod)})
     assert "rc 1 after" in done.stdout, done.stdout + done.stderr
     assert "rank 1 broke on purpose" in done.stderr, done.stderr
-    seconds = int(done.stdout.split("after")[1].split()[0])
-    assert seconds < 300, f"the job lived {seconds} s: rank 0 was not stopped"
     failure = (run_dir / "slurm" / "failure.txt").read_text()
     assert "rank 1" in failure and "ValueError" in failure
     from slurm import jobs
