@@ -248,6 +248,24 @@ def time_limit_job(work, corpus):
         job.cancel(check=False)
 
 
+def submit_entry(work: Path, name: str, entry_source: str, steps: int, then: str) -> subprocess.CompletedProcess:
+    """Submit a 2-rank job whose ranks run `entry_source`'s main (in place of the trainer) for run
+    `work/runs/NAME`, then run the Python lines `then` (with `job` and `time` in scope) in the same process."""
+    mod = work / f"{name}mod"
+    mod.mkdir()
+    (mod / f"{name}_entry.py").write_text(entry_source)
+    run_dir = work / "runs" / name
+    script = f"""
+import time
+from pretrain.config import SlurmSection
+from slurm import launch
+from slurm.train_task import TrainTask
+ex = launch.make_executor(SlurmSection(tasks_per_node=2, time="00:15:00", signal_lead_s=30), "{run_dir}/slurm", "{name}")
+job = ex.submit(TrainTask([], "{run_dir}", {steps}, entry="{name}_entry:main", preempted_code=3))
+""" + then
+    return run([PY, "-c", script], timeout=240, env={**os.environ, "PYTHONPATH": str(mod)})
+
+
 CRASHING_ENTRY = '''
 import os, time
 def main(argv):
@@ -262,23 +280,14 @@ def main(argv):
 def test_one_rank_crashing_ends_the_job_at_once(work):
     # srun --kill-on-bad-exit: the other rank is stopped, not left waiting (here an hour) for the dead one.
     # No timing assertion: if rank 0 were left running, the launcher's wait would outlive `run`'s timeout.
-    mod = work / "crashmod"
-    mod.mkdir()
-    (mod / "crashing_entry.py").write_text(CRASHING_ENTRY)
     run_dir = work / "runs" / "crash"
-    script = f"""
-import time
-from pretrain.config import SlurmSection
-from slurm import launch
-from slurm.train_task import TrainTask
-ex = launch.make_executor(SlurmSection(tasks_per_node=2, time="00:15:00", signal_lead_s=30), "{run_dir}/slurm", "crash")
-job = ex.submit(TrainTask([], "{run_dir}", 0, entry="crashing_entry:main", preempted_code=3))
+    done = submit_entry(work, "crash", CRASHING_ENTRY, steps=0, then=f"""
+from pathlib import Path
+from slurm.train_cli import wait
 t0 = time.time()
 rc = wait(job, Path("{run_dir}"))  # the launcher's own wait (python -m slurm train --wait)
 print("rc", rc, "after", round(time.time() - t0), "s")
-"""
-    script = "from pathlib import Path\nfrom slurm.train_cli import wait\n" + script
-    done = run([PY, "-c", script], timeout=240, env={**os.environ, "PYTHONPATH": str(mod)})
+""")
     assert "rc 1 after" in done.stdout, done.stdout + done.stderr
     assert "rank 1 broke on purpose" in done.stderr, done.stderr
     failure = (run_dir / "slurm" / "failure.txt").read_text()
@@ -304,25 +313,17 @@ def main(argv):  # behaves like the trainer on a signal: "checkpoint", then EXIT
 def test_scancel_is_final_even_though_the_trainer_checkpoints(work):
     # scancel sends SIGTERM like a preemption, and Slurm would requeue even a cancelled job if asked:
     # the task must tell the two apart (accounting says CANCELLED) and leave the job cancelled.
-    mod = work / "stopmod"
-    mod.mkdir()
-    (mod / "stoppable_entry.py").write_text(STOPPABLE_ENTRY)
     run_dir = work / "runs" / "cancel"
-    script = f"""
-import subprocess, time
-from pretrain.config import SlurmSection
-from slurm import jobs, launch
-from slurm.train_task import TrainTask
-ex = launch.make_executor(SlurmSection(tasks_per_node=2, time="00:15:00", signal_lead_s=30), "{run_dir}/slurm", "cancel")
-job = ex.submit(TrainTask([], "{run_dir}", 5, entry="stoppable_entry:main", preempted_code=3))
+    done = submit_entry(work, "cancel", STOPPABLE_ENTRY, steps=5, then=f"""
+import subprocess
+from slurm import jobs
 while not jobs.read("{run_dir}"):
     time.sleep(0.2)
 time.sleep(2)
 subprocess.run(["scancel", job.job_id], check=True)
 time.sleep(15)  # longer than a requeue would take to bring the job back (cred_expire=10)
 print("JOB", job.job_id)
-"""
-    done = run([PY, "-c", script], timeout=240, env={**os.environ, "PYTHONPATH": str(mod)})
+""")
     job_id = done.stdout.split("JOB")[1].split()[0]
     from slurm import jobs, status
     events = [e["event"] for e in jobs.read(run_dir)]

@@ -30,14 +30,19 @@ def latest(run_dir: Path) -> str:
     return path.read_text().strip() if path.is_file() else ""
 
 
-def test_sigkill_two_ranks_then_resume_is_exact(tmp_path_factory, tmp_path):
-    reference = losses(reference_run(tmp_path_factory, 2, 2))
-    args = run_args(prepped_corpus(tmp_path_factory), tmp_path, "killed", "--deepspeed.zero_stage", "2",
-                    "--train.steps", "6", "--checkpoint.every", "2")
-    run_dir = tmp_path / "killed"
+def start_slow_two_rank_run(tmp_path_factory, tmp_path, name: str, checkpoint_every: int):
+    """A 6-step ZeRO-2 run on 2 ranks (torchrun), slowed so a test can interrupt it mid-run."""
+    args = run_args(prepped_corpus(tmp_path_factory), tmp_path, name, "--deepspeed.zero_stage", "2",
+                    "--train.steps", "6", "--checkpoint.every", str(checkpoint_every))
     proc = subprocess.Popen(torchrun(2, args + ["--train.debug_step_sleep_s", "0.6"]), cwd=REPO_ROOT,
                             env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+    return args, tmp_path / name, proc
+
+
+def test_sigkill_two_ranks_then_resume_is_exact(tmp_path_factory, tmp_path):
+    reference = losses(reference_run(tmp_path_factory, 2, 2))
+    args, run_dir, proc = start_slow_two_rank_run(tmp_path_factory, tmp_path, "killed", checkpoint_every=2)
     wait_for(lambda: latest(run_dir) == "step00000002", proc)
     os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, mid-step, no chance to clean up
     proc.wait(timeout=60)
@@ -90,12 +95,7 @@ def rank_pids(launcher_pid: int) -> dict[int, int]:
 
 def test_signal_to_one_rank_makes_every_rank_save_the_same_step(tmp_path_factory, tmp_path):
     reference = losses(reference_run(tmp_path_factory, 2, 2))
-    args = run_args(prepped_corpus(tmp_path_factory), tmp_path, "usr1", "--deepspeed.zero_stage", "2",
-                    "--train.steps", "6", "--checkpoint.every", "0")
-    run_dir = tmp_path / "usr1"
-    proc = subprocess.Popen(torchrun(2, args + ["--train.debug_step_sleep_s", "0.6"]), cwd=REPO_ROOT,
-                            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    args, run_dir, proc = start_slow_two_rank_run(tmp_path_factory, tmp_path, "usr1", checkpoint_every=0)
     wait_for(lambda: any(r["step"] >= 2 for r in read_metrics(run_dir)), proc)
     os.kill(rank_pids(proc.pid)[1], signal.SIGUSR1)  # only rank 1 hears it (as a node-local signal would)
     proc.wait(timeout=120)
