@@ -13,23 +13,23 @@ no torch here (prep nodes must start fast).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zstandard
 
+from stackcore.atomic import FILE_MODE, atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
+from stackcore.errors import UserError
+
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 TOKENS_EXT = "tokens.zst"
 LENGTHS_EXT = "lengths.zst"
 ZSTD_LEVEL = 3
-FILE_MODE = 0o644
 
 
-class FormatError(ValueError):
+class FormatError(UserError, ValueError):
     """A shard or manifest that does not follow this format; the message names the file and the fix."""
 
 
@@ -76,26 +76,6 @@ def decode_sample(sample: dict[str, Any], dtype: np.dtype | str, where: str = ""
 
 def split_documents(tokens: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
     return np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; shards and manifests are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 REQUIRED_MANIFEST_KEYS = ("version", "tokenizer", "vocab_size", "eos_id", "ranks_sha256", "dtype", "shards", "totals")

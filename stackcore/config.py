@@ -19,10 +19,12 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from stackcore.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad configuration value or key; the message names the key and how to fix it."""
 
 

@@ -17,16 +17,20 @@ TINY = ["--model.d_model", "32", "--model.n_ctx", "32", "--train.micro_batch", "
         "--log.eval_every", "3", "--log.stats_every", "3", "--train.device", "cpu"]
 
 
+def prep_corpus_into(out: Path) -> Path:
+    """Runs data_prep on the first TinyStories stories: 4k-token samples, several shards."""
+    data = shared_dir() / "data"
+    subprocess.run([PY, "-m", "data_prep", "tokenize", "--input", str(data / "tinystories/train-head.jsonl"),
+                    "--tokenizer", str(data / "tokenizers/r50k_base.tiktoken"), "--out", str(out),
+                    "--sample-tokens", "4096", "--shard-tokens", "60000", "--val-fraction", "0.05",
+                    "--workers", "1"], check=True, cwd=REPO_ROOT, env=child_env(), capture_output=True)
+    return out
+
+
 def prepped_corpus(tmp_path_factory) -> Path:
-    """A data_prep directory of the first TinyStories stories: 4k-token samples, several shards."""
+    """The session's one prepped corpus (see prep_corpus_into)."""
     if "dir" not in _CORPUS:
-        out = tmp_path_factory.mktemp("corpus") / "prep"
-        data = shared_dir() / "data"
-        subprocess.run([PY, "-m", "data_prep", "tokenize", "--input", str(data / "tinystories/train-head.jsonl"),
-                        "--tokenizer", str(data / "tokenizers/r50k_base.tiktoken"), "--out", str(out),
-                        "--sample-tokens", "4096", "--shard-tokens", "60000", "--val-fraction", "0.05",
-                        "--workers", "1"], check=True, cwd=REPO_ROOT, env=child_env(), capture_output=True)
-        _CORPUS["dir"] = out
+        _CORPUS["dir"] = prep_corpus_into(tmp_path_factory.mktemp("corpus") / "prep")
     return _CORPUS["dir"]
 
 
