@@ -226,3 +226,28 @@ def dump_toml(obj: Any, header: str = "") -> str:
     emit("", table)
     return "\n".join(lines).lstrip("\n") + "\n"
 
+
+
+def split_config_argv(argv: list[str]) -> tuple[str | None, list[str]]:
+    """`[--config FILE | --config=FILE] [--section.key value ...]` -> (FILE or None, the overrides).
+    The one argv convention of every entry point that takes a run config."""
+    config, rest, i = None, [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config":
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise ConfigError("--config needs a file: --config FILE.toml")
+            config, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return config, rest
+
+
+def load_cli(cls: type[T], argv: list[str]) -> T:
+    """A typed config from an entry point's argv (see split_config_argv)."""
+    config, overrides = split_config_argv(argv)
+    return load_config(cls, config, overrides)
