@@ -1,0 +1,290 @@
+"""`python -m eval.protocol plan|run|export --config configs/protocol/NAME.toml`: the tuned comparison.
+
+The protocol (docs/protocol.md): for every family shape and n_ctx, a learning-rate sweep at seed 0
+(stage "lr"); each family's best LR is the one with the lowest final validation loss, and a best LR at an
+edge of the sweep extends the sweep by one factor-2 step beyond that edge (up to MAX_EXTENSIONS times);
+then the other seeds at the best LR (stage "seeds"). Every run trains to the same dense FLOP budget on
+the same data and validation set. `export` writes one CSV row per logged validation point of every run
+(the committed raw data; `python -m eval.protocol_report` recomputes tables and plots from it alone).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stackcore.atomic import atomic_write_text
+from stackcore.config import ConfigError, load_config
+from stackcore.errors import run_cli
+from stackcore import rundir
+
+MAX_EXTENSIONS = 2
+CSV_FIELDS = ("protocol", "stage", "label", "family", "n_ctx", "lr", "seed", "d_model", "n_layers", "heads",
+              "params", "flops_per_token", "useful_flops_per_token", "step", "tokens", "flops", "flops_useful",
+              "wall_s", "train_loss", "val_loss", "val_bpb", "budget_flops", "hardware", "run")
+
+
+@dataclass
+class Shape:
+    label: str = ""
+    family: str = ""
+    d_model: int = 0
+    n_layers: int = 0
+    heads: int = 1
+    match: str = ""  # a fixed shape's label: pick the shape closest in dense FLOPs/token to it
+
+
+@dataclass
+class ProtocolSection:
+    name: str = ""
+    corpus: str = ""
+    vocab: int = 2048
+    val_fraction: float = 0.05
+    val_tokens: int = 33000
+    tokens_per_step: int = 2048
+    budget_flops: float = 3e12
+    evals: int = 6
+    warmup_fraction: float = 0.05
+    lrs: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    n_ctx: list[int] = field(default_factory=list)
+    runs_dir: str = "runs/protocol"
+    data: str = ""
+    hardware: str = ""
+    est_flops_per_s: float = 0.0  # sustained FLOP/s of the target hardware, for the plan's hour estimate
+
+
+@dataclass
+class Protocol:
+    protocol: ProtocolSection = field(default_factory=ProtocolSection)
+    shapes: list[Shape] = field(default_factory=list)
+
+
+def load_protocol(path: str | Path) -> Protocol:
+    proto = load_config(Protocol, path)
+    p = proto.protocol
+    if len(p.lrs) < 5 or not p.n_ctx or not proto.shapes:
+        raise ConfigError(f"{path}: a protocol needs >= 5 learning rates (protocol.lrs), >= 1 n_ctx and >= 1 [[shapes]]")
+    labels = {s.label for s in proto.shapes}
+    for s in proto.shapes:
+        if s.match and s.match not in labels:
+            raise ConfigError(f"{path}: shape {s.label!r} matches {s.match!r}, which is not a shape label {sorted(labels)}")
+    return proto
+
+
+def model_config(proto: Protocol, shape: Shape, n_ctx: int):
+    """The ModelConfig of one shape at one n_ctx (matched shapes through eval.match.plan)."""
+    from eval.match import plan
+    from pretrain.config import ModelConfig
+
+    if not shape.match:
+        return ModelConfig(family=shape.family, d_model=shape.d_model, n_layers=shape.n_layers, n_ctx=n_ctx,
+                           vocab_size=proto.protocol.vocab, heads=shape.heads)
+    ref = next(s for s in proto.shapes if s.label == shape.match)
+    return plan(model_config(proto, ref, n_ctx), shape.family, "flops", top=1, heads=[shape.heads])[0]["config"]
+
+
+def run_name(label: str, cfg, lr: float, seed: int) -> str:
+    return f"{label}-d{cfg.d_model}x{cfg.n_layers}h{cfg.heads}-ctx{cfg.n_ctx}-lr{lr:g}-s{seed}"
+
+
+def final_val_loss(run_dir: Path) -> float | None:
+    """The last validation loss of a completed run; inf for a run that failed (diverged: the non-finite
+    guard stopped it) -- a worse result, not a missing one; None while the run has not finished."""
+    status = rundir.read_status(run_dir) if run_dir.is_dir() else None
+    if status and status.get("state") == "failed":
+        return math.inf
+    if not status or status.get("state") != "completed":
+        return None
+    losses = [r["val_loss"] for r in rundir.read_metrics(run_dir) if r.get("val_loss") is not None]
+    return losses[-1] if losses and math.isfinite(losses[-1]) else math.inf
+
+
+def best_lr(results: dict[float, float | None]) -> tuple[float | None, str]:
+    """(best LR, where): where = "inside" | "low edge" | "high edge" | "missing" (a run not finished)."""
+    if not results or any(v is None for v in results.values()):
+        return None, "missing"
+    if not any(math.isfinite(v) for v in results.values()):
+        return None, "all diverged"
+    lrs = sorted(results)
+    best = min(lrs, key=lambda lr: results[lr])
+    if best == lrs[0]:
+        return best, "low edge"
+    if best == lrs[-1]:
+        return best, "high edge"
+    return best, "inside"
+
+
+@dataclass
+class PlannedRun:
+    stage: str
+    label: str
+    cfg: Any
+    lr: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return run_name(self.label, self.cfg, self.lr, self.seed)
+
+
+def lr_grid(proto: Protocol, label: str, n_ctx: int, runs: Path) -> tuple[list[float], float | None, str]:
+    """The LRs of one (shape, n_ctx) after edge extensions, its best LR and where the best lies.
+    An extension is planned only once the runs before it finished (the decision needs their losses)."""
+    shape = next(s for s in proto.shapes if s.label == label)
+    cfg = model_config(proto, shape, n_ctx)
+    lrs = sorted(proto.protocol.lrs)
+    seed = proto.protocol.seeds[0]
+    for _ in range(MAX_EXTENSIONS + 1):
+        results = {lr: final_val_loss(runs / run_name(label, cfg, lr, seed)) for lr in lrs}
+        best, where = best_lr(results)
+        if where == "low edge" and len(lrs) < len(proto.protocol.lrs) + MAX_EXTENSIONS:
+            lrs = [lrs[0] / 2] + lrs
+        elif where == "high edge" and len(lrs) < len(proto.protocol.lrs) + MAX_EXTENSIONS:
+            lrs = lrs + [lrs[-1] * 2]
+        else:
+            return lrs, best, where
+    return lrs, best, where
+
+
+def plan_runs(proto: Protocol) -> list[PlannedRun]:
+    """Every run the protocol needs given what has finished so far: the LR stage (with extensions),
+    then the seeds at each best LR once it is known."""
+    runs = Path(proto.protocol.runs_dir)
+    seed0, out = proto.protocol.seeds[0], []
+    for n_ctx in proto.protocol.n_ctx:
+        for shape in proto.shapes:
+            cfg = model_config(proto, shape, n_ctx)
+            lrs, best, where = lr_grid(proto, shape.label, n_ctx, runs)
+            out += [PlannedRun("lr", shape.label, cfg, lr, seed0) for lr in lrs]
+            if best is not None and where in ("inside", "low edge", "high edge"):
+                out += [PlannedRun("seeds", shape.label, cfg, best, s) for s in proto.protocol.seeds[1:]]
+    return out
+
+
+def steps_for(proto: Protocol, cfg) -> int:
+    from pretrain.models.flops import training_flops_per_token
+    batch = max(1, proto.protocol.tokens_per_step // cfg.n_ctx)
+    return int(proto.protocol.budget_flops / (training_flops_per_token(cfg) * batch * cfg.n_ctx)) + 1
+
+
+def shared_data() -> Path:
+    import os
+    root = Path(os.environ.get("MIXERSTACK_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+    if not (root / "data").is_dir():
+        raise ConfigError(f"shared data not found at {root}/data; set MIXERSTACK_SHARED to the shared folder "
+                          "(the one holding data/) or put it beside the repository as ../shared")
+    return root / "data"
+
+
+def print_plan(proto: Protocol) -> list[PlannedRun]:
+    from pretrain.models.flops import param_counts, training_flops_per_token
+    p, runs = proto.protocol, plan_runs(proto)
+    print(f"protocol {p.name}: {len(runs)} runs known now ({sum(r.stage == 'lr' for r in runs)} LR-sweep, "
+          f"{sum(r.stage == 'seeds' for r in runs)} seed runs; seed runs appear once the LR sweep of their "
+          f"group finished); budget {p.budget_flops:.3g} dense FLOPs each")
+    print(f"{'run':<48}{'stage':>6}{'params':>11}{'FLOPs/tok':>11}{'batch':>6}{'steps':>8}  done")
+    for r in runs:
+        done = final_val_loss(Path(p.runs_dir) / r.name)
+        print(f"{r.name:<48}{r.stage:>6}{param_counts(r.cfg)['total']:>11,}{training_flops_per_token(r.cfg):>11.3g}"
+              f"{max(1, p.tokens_per_step // r.cfg.n_ctx):>6}{steps_for(proto, r.cfg):>8}  "
+              f"{'-' if done is None else f'{done:.4f}'}")
+    full = len(p.n_ctx) * len(proto.shapes) * (len(p.lrs) + len(p.seeds) - 1)
+    total = full * p.budget_flops
+    hours = f", about {total / p.est_flops_per_s / 3600:.3g} hours at {p.est_flops_per_s:.3g} FLOP/s" \
+        if p.est_flops_per_s else ""
+    print(f"without extensions the protocol is {full} runs, {total:.3g} training FLOPs{hours}")
+    return runs
+
+
+def run_all(proto: Protocol) -> int:
+    """Trains every planned run that has not finished, one child process each, re-planning after each
+    run (extensions and seed runs depend on finished results); resumable (finished runs are skipped)."""
+    from eval.launch import prep_corpus, train_run
+    p = proto.protocol
+    out = Path(p.runs_dir)
+    data = prep_corpus([str(shared_data() / p.corpus)], out, p.vocab, p.val_fraction)
+    trained = 0
+    while True:
+        todo = [r for r in plan_runs(proto) if final_val_loss(out / r.name) is None]
+        if not todo:
+            break
+        r = todo[0]
+        batch = max(1, p.tokens_per_step // r.cfg.n_ctx)
+        print(f"[{p.name}] {len(todo)} runs left; {r.name}", flush=True)
+        try:
+            train_run(r.cfg, data, out, r.name, p.budget_flops, seed=r.seed,
+                      batch=batch, lr=r.lr, evals=p.evals, val_tokens=p.val_tokens,
+                      log=out / "logs" / f"{r.name}.log")
+        except SystemExit as exc:  # a failed (diverged) run is a result: its status says failed
+            if final_val_loss(out / r.name) is None:
+                raise
+            print(f"  {r.name}: {exc}", flush=True)
+        trained += 1
+    print(f"[{p.name}] all runs finished ({trained} trained now)")
+    return 0
+
+
+def export_rows(proto: Protocol) -> list[dict[str, Any]]:
+    """One row per logged validation point of every finished run (the committed raw data)."""
+    from pretrain.models.flops import param_counts, training_flops_per_token
+    p, rows = proto.protocol, []
+    for r in plan_runs(proto):
+        run_dir = Path(p.runs_dir) / r.name
+        if final_val_loss(run_dir) is None:
+            continue
+        dense, useful = training_flops_per_token(r.cfg), training_flops_per_token(r.cfg, useful=True)
+        for m in rundir.read_metrics(run_dir):
+            if m.get("val_loss") is None:
+                continue
+            rows.append({"protocol": p.name, "stage": r.stage, "label": r.label, "family": r.cfg.family,
+                         "n_ctx": r.cfg.n_ctx, "lr": r.lr, "seed": r.seed, "d_model": r.cfg.d_model,
+                         "n_layers": r.cfg.n_layers, "heads": r.cfg.heads, "params": param_counts(r.cfg)["total"],
+                         "flops_per_token": dense, "useful_flops_per_token": useful, "step": m["step"],
+                         "tokens": m["tokens"], "flops": m["flops"], "flops_useful": m["flops"] * useful / dense,
+                         "wall_s": m.get("wall_s"), "train_loss": m.get("train_loss"), "val_loss": m["val_loss"],
+                         "val_bpb": m.get("val_bpb"), "budget_flops": p.budget_flops, "hardware": p.hardware,
+                         "run": r.name})
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in CSV_FIELDS})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, buf.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.protocol", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["plan", "run", "export"])
+    parser.add_argument("--config", required=True, help="a protocol TOML (configs/protocol/)")
+    parser.add_argument("--out", default="", help="export: the CSV (default: protocol.data)")
+    args = parser.parse_args(argv)
+
+    def go() -> int:
+        proto = load_protocol(args.config)
+        if args.command == "plan":
+            print_plan(proto)
+            return 0
+        if args.command == "run":
+            return run_all(proto)
+        rows = export_rows(proto)
+        out = Path(args.out or proto.protocol.data)
+        write_csv(rows, out)
+        print(f"wrote {out}: {len(rows)} rows from {len({r['run'] for r in rows})} runs")
+        return 0
+    return run_cli(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
