@@ -30,13 +30,13 @@ from data_prep.format import read_manifest  # noqa: E402
 from data_prep.pool import run_tasks  # noqa: E402
 from data_prep.tasks import finalize, plan_tasks  # noqa: E402
 from data_prep.tokenizer import load_tokenizer  # noqa: E402
+from stackcore.paths import shared_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shared_data() -> Path:  # (tests/conftest.py has the same rule; benchmarks do not import tests)
-    beside = REPO.parent / "shared" / "data"
-    return beside if beside.is_dir() else Path("/work/shared/data")
+def shared_data() -> Path:
+    return shared_dir("data")  # $MIXERSTACK_SHARED or the folder beside the repository
 
 
 def corpus_files(data: Path) -> list[Path]:

@@ -13,7 +13,6 @@ continues where it stopped. Everything lands under --out (default runs/bench_pap
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,19 +25,19 @@ from eval.launch import prep_corpus, train_run  # noqa: E402
 from eval.match import plan  # noqa: E402
 from pretrain.config import ModelConfig  # noqa: E402
 from pretrain.models.flops import param_counts, training_flops_per_token  # noqa: E402
+from stackcore.paths import shared_dir  # noqa: E402
+from stackcore.rundir import read_status  # noqa: E402
 
 PUBLISHED = {32: "mixer ahead", 128: "mixer overtakes during training", 512: "transformer slightly ahead"}
 TOKENS_PER_STEP = 2048  # the paper scales the batch inversely with n_ctx (2048/512/128 sequences)
 
 
 def shared_data() -> Path:
-    beside = ROOT.parent / "shared" / "data"
-    return beside if beside.is_dir() else Path("/work/shared/data")
+    return shared_dir("data")  # $MIXERSTACK_SHARED or the folder beside the repository
 
 
 def completed(run_dir: Path) -> bool:
-    status = run_dir / "status.json"
-    return status.is_file() and json.loads(status.read_text()).get("state") == "completed"
+    return (read_status(run_dir) or {}).get("state") == "completed"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,8 +20,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared" if (REPO.parent / "shared").is_dir() else Path("/work/shared")
-DATA = SHARED / "data"
+
+from stackcore.paths import shared_dir  # noqa: E402
+
+DATA = shared_dir("data")  # $MIXERSTACK_SHARED or the folder beside the repository
 PY = sys.executable
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 STEPS = 20

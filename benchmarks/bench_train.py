@@ -30,6 +30,7 @@ from pretrain.models import build_model  # noqa: E402
 from pretrain.models.flops import param_counts  # noqa: E402
 from pretrain.schedule import lr_multiplier  # noqa: E402
 from stackcore.config import load_config  # noqa: E402
+from stackcore.paths import shared_dir  # noqa: E402
 from stackcore.rundir import read_metrics  # noqa: E402
 
 # ~10M parameters with the GPT-2 vocabulary (the shared corpus is r50k-tokenized).
@@ -37,8 +38,7 @@ MODEL = ["--model.family", "mixer", "--model.d_model", "96", "--model.n_layers",
 
 
 def shared_data() -> Path:
-    beside = REPO.parent / "shared" / "data"
-    return beside if beside.is_dir() else Path("/work/shared/data")
+    return shared_dir("data")  # $MIXERSTACK_SHARED or the folder beside the repository
 
 
 def prep(out: Path) -> Path:

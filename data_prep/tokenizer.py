@@ -23,6 +23,9 @@ from typing import Any
 
 import tiktoken
 
+from stackcore.errors import UserError
+from stackcore.paths import shared_root
+
 EOS_TEXT = "<|endoftext|>"
 KNOWN_NAMES = ("gpt2", "r50k_base", "p50k_base", "cl100k_base", "o200k_base")
 # sha256 of the published ranks files (from tiktoken_ext.openai_public) -> encoding name
@@ -35,16 +38,15 @@ KNOWN_RANK_HASHES = {
 _PATCH_LOCK = threading.Lock()
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError, ValueError):
     """A tokenizer that cannot be loaded; the message names the file or name and the fix."""
 
 
 def tokenizer_dirs() -> list[Path]:
     """Where a tokenizer *name* is looked up as `<name>.tiktoken` when tiktoken cannot download it:
-    $MIXERSTACK_TOKENIZERS (os.pathsep-separated), then the shared data folder beside the repository."""
+    $MIXERSTACK_TOKENIZERS (os.pathsep-separated), then the shared data folder (stackcore.paths)."""
     dirs = [Path(p) for p in os.environ.get("MIXERSTACK_TOKENIZERS", "").split(os.pathsep) if p]
-    repo = Path(__file__).resolve().parents[1]
-    dirs += [repo.parent / "shared" / "data" / "tokenizers", Path("/work/shared/data/tokenizers")]
+    dirs.append(shared_root() / "data" / "tokenizers")  # $MIXERSTACK_SHARED or the folder beside the repo
     return dirs
 
 

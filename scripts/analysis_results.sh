@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 PY=.venv/bin/python
-SHARED=../shared/data; [ -d "$SHARED" ] || SHARED=/work/shared/data
+# The shared data: $MIXERSTACK_SHARED, else the shared/ folder beside the repository (stackcore/paths.py).
+SHARED=${MIXERSTACK_SHARED:-../shared}/data
+[ -d "$SHARED" ] || { echo "error: shared data not found at $SHARED; set MIXERSTACK_SHARED=/path/to/shared" \
+    "or put the shared folder beside the repository" >&2; exit 2; }
 DATA=runs/data/tinystories-4k
 OUT=docs/results/analysis
 SWEEP=runs/sweeps/flexibility
