@@ -26,7 +26,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from data_prep.format import atomic_write_json, encode_sample, sample_key, shard_name, token_dtype  # noqa: E402
+from data_prep.format import encode_sample, sample_key, shard_name, token_dtype  # noqa: E402
+from stackcore.atomic import atomic_write_json  # noqa: E402
 from pretrain.config import RunConfig  # noqa: E402
 from pretrain.models import build_model  # noqa: E402
 from pretrain.models.flops import param_counts, training_flops_per_token  # noqa: E402

@@ -9,15 +9,14 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from data_prep.format import atomic_write_bytes, atomic_write_json
 from eval.pairs import Config, comparison_table, group_configs
 from eval.plots import plot_curves
 from eval.runs import AXES, AXIS_LABELS, CompareError, Run, check_comparable, load_runs
+from stackcore.atomic import atomic_write_bytes, atomic_write_json
 
 CSV_FIELDS = ("run", "arch", "family", "n_ctx", "seed", "step", "tokens", "flops", "wall_s", "val_loss", "val_bpb")
 

@@ -9,15 +9,15 @@ minimum, non-finite steps, max grad norm). Writes report.md, flexibility.json an
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from data_prep.format import atomic_write_bytes, atomic_write_json
 from eval.curves import value_at
 from eval.runs import Run, load_run
 from eval.stability import SPIKE_FACTOR, stability_of_rows
+from stackcore import rundir
+from stackcore.atomic import atomic_write_bytes, atomic_write_json
 
 PUBLISHED = {
     "mixer no-norm": "stable without LayerNorm at modest LR, slightly less efficient",
@@ -61,8 +61,10 @@ def _final_train_flops(run: Run) -> float | None:
 def run_state(run: Run) -> str:
     """The trainer's final state (status.json: completed / failed / preempted ...), '?' if absent."""
     try:
-        status = json.loads((run.path / "status.json").read_text())
-    except (OSError, ValueError):
+        status = rundir.read_status(run.path)
+    except (OSError, ValueError):  # unreadable or hand-edited: the table still prints
+        return "?"
+    if status is None:
         return "?"
     state = str(status.get("state", "?"))
     return f"{state}: {status['error']}" if status.get("error") and state == "failed" else state

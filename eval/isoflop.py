@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.format import atomic_write_bytes, atomic_write_json
 from eval.runs import CompareError, check_comparable, load_runs, run_params
+from stackcore.atomic import atomic_write_bytes, atomic_write_json
 
 BUDGET_TOLERANCE = 1.10  # budgets within 10% are one IsoFLOP group
 

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from data_prep.format import FormatError, atomic_write_json
+from data_prep.format import FormatError
+from stackcore.atomic import atomic_write_json
 
 
 def load_checkpoint(path: str | Path):

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_prep.format import atomic_write_bytes, atomic_write_json, decode_sample, read_manifest, shard_paths
+from data_prep.format import decode_sample, read_manifest, shard_paths
 from eval.hamming import TOP_K, hamming_by_depth
+from stackcore.atomic import atomic_write_bytes, atomic_write_json
 
 # Step size per family (plain gradient descent on a summed L1): chosen so the untrained models converge
 # within 500 steps at the shapes used here; override with --lr.

@@ -8,8 +8,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from data_prep.format import MANIFEST_VERSION, atomic_write_json, encode_sample, shard_name, token_dtype
+from data_prep.format import MANIFEST_VERSION, encode_sample, shard_name, token_dtype
 from eval.representation import heldout_windows, main as representation_main
+from stackcore.atomic import atomic_write_json
 
 
 def _config(tmp_path, family, name):
