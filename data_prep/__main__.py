@@ -8,6 +8,8 @@
     verify    DIR [--workers N]: re-read every shard against the manifest; non-zero exit naming each bad one
     stats     DIR: tokens, documents, length percentiles, bytes per token
     train-tokenizer --input ... --vocab-size V --out FILE.tiktoken [--max-bytes B] [--text-column text]
+    pairs     --input ... --tokenizer T --out DIR [--query SPEC --passage SPEC]: (query, passage) pair shards
+              for retrieval; SPEC = field:NAME | first-sentence | lead (query), field:NAME | rest (passage)
 """
 from __future__ import annotations
 
@@ -144,7 +146,8 @@ def cmd_train_tokenizer(argv: list[str]) -> int:
 
 COMMANDS = {"tokenize": cmd_tokenize, "plan": lambda a: cmd_tokenize(a, plan_only=True),
             "run-task": cmd_run_task, "finalize": cmd_finalize, "verify": cmd_verify, "stats": cmd_stats,
-            "train-tokenizer": cmd_train_tokenizer}
+            "train-tokenizer": cmd_train_tokenizer,
+            "pairs": lambda a: __import__("data_prep.pairs", fromlist=["main"]).main(a)}  # data_prep/pairs.py
 
 
 def main(argv: list[str] | None = None) -> int:

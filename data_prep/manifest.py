@@ -70,6 +70,7 @@ def build_manifest(plan: dict, records: list[dict]) -> dict:
         "vocab_size": plan["vocab_size"], "eos_id": plan["eos_id"], "ranks_sha256": plan["ranks_sha256"],
         "dtype": plan["dtype"],
         "options": plan["options"],
+        **({"pairs": plan["pairs"]} if "pairs" in plan else {}),  # data_prep.pairs: how pairs were made
         "tasks": len(records),
         "shards": shards,
         "inputs": inputs,

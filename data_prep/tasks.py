@@ -195,6 +195,9 @@ def run_task(out_dir: str | Path, index: int,
     A finished task returns its marker untouched. `progress(docs, tokens, utf8_bytes)` gets increments."""
     out = Path(out_dir)
     plan = read_plan(out)
+    if plan.get("pairs"):  # a `data_prep pairs` plan: same tasks, pool and markers, pair documents
+        from data_prep.pairs import run_pair_task
+        return run_pair_task(out, index, plan, progress)
     if not 0 <= index < len(plan["tasks"]):
         raise PrepError(f"task {index} out of range: the plan in {out} has {len(plan['tasks'])} tasks (0.."
                         f"{len(plan['tasks']) - 1})")
