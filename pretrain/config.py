@@ -7,7 +7,7 @@ without paying for a torch import.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from stackcore.config import ConfigError
 
@@ -113,6 +113,7 @@ class LogConfig:
     eval_tokens: int = 0  # 0 = the whole fixed validation set (data.val_tokens)
     peak_flops: float = 0.0  # 0 = from the device when known
     stats_every: int = 0  # per-layer statistics; 0 = off
+    quiet: bool = False  # no console lines (metrics.jsonl, tensorboard and status.json are written anyway)
 
 
 @dataclass
@@ -144,3 +145,9 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
     slurm: SlurmSection = field(default_factory=SlurmSection)
+    # [objective] name = "next_token" plus the objective's own keys, typed and checked by the objective
+    # (pretrain.objectives.build_objective): a table here because each objective brings its own keys.
+    objective: dict[str, Any] = field(default_factory=lambda: {"name": "next_token"})
+    # [init] from = RUN_DIR_OR_CHECKPOINT_OR_EXPORT, freeze_embedding, freeze_blocks (pretrain.init): a
+    # table because `from` is a Python keyword and cannot be a dataclass field.
+    init: dict[str, Any] = field(default_factory=dict)

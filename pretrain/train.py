@@ -17,11 +17,11 @@ import torch
 
 from data_prep.format import FormatError
 from pretrain import checkpoint, distributed
-from pretrain.callbacks import (ERROR, MetricsLog, StopSignals, device_peak_flops, evaluate, layer_stats,
+from pretrain.callbacks import (ERROR, MetricsLog, StopSignals, device_peak_flops, layer_stats,
                                 peak_memory_mb, write_status)
 from pretrain.config import RunConfig
 from pretrain.data import TrainLoader, check_manifest
-from pretrain.validation import validation_set
+from pretrain.objectives import build_objective
 from pretrain.engine import accumulation_steps, build_engine, current_lr, set_lr
 from pretrain.guard import NonFiniteGuard, NonFiniteLossError
 from pretrain.provenance import write_run_config
@@ -41,6 +41,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     progress = {"step": 0}  # filled in by _train, so that a failure records where it happened
     try:
         check_manifest(cfg.data.path, cfg.model, cfg.data)  # fail before any heavy setup
+        build_objective(cfg)
         accumulation_steps(cfg.train, world.size)
         if world.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -57,14 +58,12 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _train(cfg: RunConfig, world, run_dir: Path, progress: dict[str, int]) -> dict[str, Any]:
-    from pretrain.models import build_model
-    from pretrain.models.flops import training_flops_per_token
-
-    t, n_ctx = cfg.train, cfg.model.n_ctx
+    t = cfg.train
+    objective = build_objective(cfg)
     torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
-    model = build_model(cfg.model)
-    flops_per_token = training_flops_per_token(cfg.model, n_ctx)
-    tokens_per_step = t.global_batch * n_ctx
+    model = objective.build_model()
+    tokens_per_step = t.global_batch * objective.tokens_per_sample()
+    flops_per_token = objective.flops_per_sample() / objective.tokens_per_sample()
     total = total_steps(t, tokens_per_step, flops_per_token * tokens_per_step)
     engine = build_engine(model, cfg, world.size, total)
     guard = NonFiniteGuard(engine.module, t.max_nonfinite)
@@ -83,7 +82,7 @@ def _train(cfg: RunConfig, world, run_dir: Path, progress: dict[str, int]) -> di
         loader.consumed = state["micro_batches"] * state.get("world_size", world.size) // world.size
         progress["step"] = state["step"]
     manifest = check_manifest(cfg.data.path, cfg.model, cfg.data)
-    val = validation_set(cfg, manifest)
+    val = objective.validation_set(manifest)
     val_identity = {"data_fingerprint": manifest.get("fingerprint"), "ranks_sha256": manifest["ranks_sha256"]}
     peak = cfg.log.peak_flops or device_peak_flops(world.device, t.precision)
     metrics = MetricsLog(run_dir, state["step"]) if world.is_main else None
@@ -99,8 +98,7 @@ def _train(cfg: RunConfig, world, run_dir: Path, progress: dict[str, int]) -> di
             lr = current_lr(engine)
             loss_sum, stop, bad, stats = 0.0, False, False, None
             for micro in range(gas):
-                inputs, labels = (x.to(world.device, non_blocking=True) for x in next(loader))
-                loss = engine(inputs, labels=labels).loss
+                loss, _ = objective.loss(engine, objective.batch(next(loader), world.device))
                 local_loss = float(loss.detach())
                 # one small all-reduce per micro-step: every rank agrees on non-finite losses and signals
                 total_loss, n_bad, n_sig = distributed.all_reduce_sum(
@@ -144,11 +142,10 @@ def _train(cfg: RunConfig, world, run_dir: Path, progress: dict[str, int]) -> di
                 tick, tick_tokens = now, 0
             is_eval = val is not None and ((cfg.log.eval_every and step % cfg.log.eval_every == 0) or step == total)
             if is_eval:
-                vloss, _ = evaluate(engine, val[0], world, t.micro_batch, cfg.log.eval_tokens)
-                last["val_loss"] = vloss
+                found = objective.evaluate(engine, val, world, t.micro_batch, cfg.log.eval_tokens)
+                last["val_loss"] = found.get("val_loss")
                 row = row or {"step": step, "tokens": state["tokens"], "flops": state["flops"]}
-                row.update(val_loss=vloss, val_bpb=vloss / math.log(2) / val[1] if val[1] else None,
-                           val_set=val_identity)  # eval compares only runs validated on the same set
+                row.update(found, val_set=val_identity)  # eval compares only runs validated on the same set
                 tick = time.time()  # validation time does not count as training throughput
             if row is not None and stats:
                 row["layer_stats"] = stats

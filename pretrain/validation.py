@@ -4,6 +4,7 @@ bytes per token, which turns a loss into bits per byte."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,20 @@ from webdataset.tariterators import tarfile_samples
 
 from data_prep.format import decode_sample, shard_paths
 from pretrain.data import pad_document
+
+
+@dataclass
+class ValidationSet:
+    """The fixed validation sequences [N, 2, n_ctx] (inputs, aligned labels) and the val split's UTF-8
+    bytes per token; indexing and slicing act on the sequences (what `Objective.evaluate` splits)."""
+    sequences: torch.Tensor
+    bytes_per_token: float | None
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index):
+        return self.sequences[index]
 
 
 def validation_set(cfg, manifest: dict[str, Any]) -> tuple[torch.Tensor, float | None] | None:
