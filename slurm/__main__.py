@@ -1,10 +1,16 @@
-"""`python -m slurm CMD ...`: train | prep | sweep | status (each a module with `main(argv) -> int`)."""
+"""`python -m slurm CMD ...`: train | prep | sweep | status (each a module with `main(argv) -> int`).
+
+`sweep` is implemented by the `sweeps` package, which sits above slurm (and eval, whose planner a grid's
+[match] uses); this table names it by module only, so `slurm` itself never imports it. A UserError of any
+command is `error: message` and exit 2 (stackcore.errors.run_cli)."""
 from __future__ import annotations
 
 import importlib
 import sys
 
-COMMANDS = {"train": "slurm.train_cli", "prep": "slurm.prep", "sweep": "slurm.sweep_cli", "status": "slurm.status"}
+from stackcore.errors import run_cli
+
+COMMANDS = {"train": "slurm.train_cli", "prep": "slurm.prep", "sweep": "sweeps.cli", "status": "slurm.status"}
 USAGE = """usage: python -m slurm {train,prep,sweep,status} ...
   train   --config FILE [--section.key value ...] [--nodes N --gpus-per-node G --time T ...] [--dry-run] [--wait]
   prep    --input FILE... --out DIR --array N [data_prep tokenize options] [--wait]
@@ -20,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
         return 2
-    return int(importlib.import_module(COMMANDS[argv[0]]).main(argv[1:]) or 0)
+    command = importlib.import_module(COMMANDS[argv[0]])
+    return run_cli(lambda: command.main(argv[1:]))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from slurm.accounting import ACTIVE_STATES, job_state, sacct_states
 from stackcore import rundir
+from stackcore.atomic import atomic_write_bytes
 
 JOBS_FILE = "jobs.jsonl"
 FAILURE_FILE = "failure.txt"  # the traceback of the last failed allocation
@@ -73,30 +75,9 @@ def requeue_count(run_dir: str | Path) -> int:
     return total
 
 
-ACTIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "SUSPENDED", "CONFIGURING", "REQUEUE_HOLD")
-
-
-def job_state(job_id: str) -> str:
-    """JobState of a job (array element ids like 12_3 included) from slurmctld (scontrol), which knows a
-    job the moment it is submitted (accounting may lag); "" when unknown or already purged."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True,
-                             timeout=60).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    for field in out.split():
-        if field.startswith("JobState="):
-            return field.split("=", 1)[1]
-    return ""
-
-
 def active_job(run_dir: str | Path) -> str:
     """The run's latest Slurm job id when Slurm says it is still queued or running, else "": submitting a
     second job into the same run directory would make two trainers write one run."""
-    from slurm.status import sacct_states
-
     ids = job_ids(run_dir)
     if not ids:
         return ""
@@ -105,8 +86,6 @@ def active_job(run_dir: str | Path) -> str:
 
 
 def write_failure(run_dir: str | Path, text: str) -> Path:
-    from data_prep.format import atomic_write_bytes  # the project's one atomic writer
-
     path = slurm_dir(run_dir) / FAILURE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, text.encode())

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from data_prep.config import parse_prep_args
 from data_prep.tasks import PLAN_NAME, PrepError, finalize, pending_tasks, plan_from_config, run_task
-from pretrain.config import SlurmSection
-from slurm import jobs, launch
+from slurm import jobs, launch, options
 from stackcore.config import ConfigError
 
 
@@ -48,20 +47,10 @@ def parser() -> argparse.ArgumentParser:
                                        "those of `python -m data_prep tokenize`.")
     p.add_argument("--array", type=int, required=True, help="array elements (tasks are dealt round-robin)")
     p.add_argument("--max-parallel", type=int, default=None, help="elements running at once (default: all)")
-    for flag in ("partition", "account", "qos", "time", "constraint", "mem"):
-        p.add_argument(f"--{flag}", default=None)
-    p.add_argument("--cpus-per-task", type=int, default=1)
+    options.add_launcher_flags(p, options.PREP_FLAGS)
     p.add_argument("--dry-run", action="store_true", help="plan, print the array's sbatch script, submit nothing")
     p.add_argument("--wait", action="store_true", help="wait for the array and the manifest")
     return p
-
-
-def section_from(args: argparse.Namespace) -> SlurmSection:
-    section = SlurmSection(tasks_per_node=1, cpus_per_task=args.cpus_per_task, signal_lead_s=30, max_requeues=0)
-    for key in ("partition", "account", "qos", "time", "constraint", "mem"):
-        if getattr(args, key):
-            setattr(section, key, getattr(args, key))
-    return section
 
 
 def deal(pending: list[int], n: int) -> list[list[int]]:
@@ -85,7 +74,7 @@ def submit(argv: list[str]):
     plan_from_config(cfg)
     pending = pending_tasks(out)
     chunks = deal(pending, args.array)
-    section = section_from(args)
+    section = options.prep_section(args)
     executor = launch.make_executor(section, jobs.slurm_dir(out), job_name=f"prep-{out.name}",
                                     array_parallelism=args.max_parallel or max(1, len(chunks)))
     if args.dry_run:

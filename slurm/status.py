@@ -7,14 +7,12 @@ reachable, else from the run's own job records (runs/NAME/slurm/jobs.jsonl).
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from slurm import jobs
-from slurm.sweep import SWEEP_FILE
+from slurm.accounting import sacct_states
 from stackcore import rundir
 
 _EVENT_STATE = {"submitted": "PENDING", "started": "RUNNING", "requeued": "REQUEUED", "completed": "COMPLETED",
@@ -23,8 +21,8 @@ _EVENT_STATE = {"submitted": "PENDING", "started": "RUNNING", "requeued": "REQUE
 
 def find_runs(path: str | Path) -> list[Path]:
     path = Path(path)
-    if (path / SWEEP_FILE).is_file():
-        return [Path(r["run_dir"]) for r in json.loads((path / SWEEP_FILE).read_text())["runs"]]
+    if (path / rundir.SWEEP_FILE).is_file():
+        return [Path(r["run_dir"]) for r in json.loads((path / rundir.SWEEP_FILE).read_text())["runs"]]
     if _is_run(path):
         return [path]
     if not path.is_dir():
@@ -34,22 +32,6 @@ def find_runs(path: str | Path) -> list[Path]:
 
 def _is_run(path: Path) -> bool:
     return (path / rundir.CONFIG).is_file() or (path / rundir.SLURM / jobs.JOBS_FILE).is_file()
-
-
-def sacct_states(job_ids: list[str]) -> dict[str, str]:
-    """{job id: Slurm state} through sacct; empty when Slurm is not reachable."""
-    if not job_ids or not shutil.which("sacct"):
-        return {}
-    try:
-        done = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                              capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    states = {}
-    for line in done.stdout.splitlines():
-        jid, _, state = line.partition("|")
-        states[jid.strip()] = state.split()[0] if state.strip() else ""
-    return states
 
 
 def run_row(run_dir: Path, slurm_states: dict[str, str]) -> dict[str, Any]:
@@ -62,12 +44,16 @@ def run_row(run_dir: Path, slurm_states: dict[str, str]) -> dict[str, Any]:
     trained = [m for m in metrics if m.get("train_loss") is not None]
     last = trained[-1] if trained else {}
     if not events:  # trained without Slurm: the trainer's own status.json, if any
-        try:
-            state = "LOCAL " + json.loads((run_dir / "status.json").read_text())["state"].upper()
-        except (OSError, ValueError, KeyError, AttributeError):
-            state = "LOCAL" if metrics else "-"
+        state = _local_state(run_dir, bool(metrics))
     return {"run": run_dir.name, "state": state, "job": last_job or "-",
             "step": last.get("step", "-"), "loss": last.get("train_loss"), "requeues": jobs.requeue_count(run_dir)}
+
+
+def _local_state(run_dir: Path, has_metrics: bool) -> str:
+    try:
+        return "LOCAL " + str((rundir.read_status(run_dir) or {})["state"]).upper()
+    except (OSError, ValueError, KeyError):
+        return "LOCAL" if has_metrics else "-"
 
 
 def status(path: str | Path) -> list[dict[str, Any]]:

@@ -11,14 +11,9 @@ import sys
 from pathlib import Path
 
 from pretrain.config import RunConfig
-from slurm import jobs, launch
+from slurm import jobs, launch, options
 from slurm.train_task import TrainTask
 from stackcore.config import ConfigError, load_config
-
-# flag -> key of the [slurm] section
-LAUNCHER_FLAGS = {"nodes": int, "gpus_per_node": int, "tasks_per_node": int, "partition": str, "account": str,
-                  "qos": str, "time": str, "constraint": str, "mem": str, "cpus_per_task": int,
-                  "signal_lead_s": int, "max_requeues": int}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,8 +21,7 @@ def parser() -> argparse.ArgumentParser:
                                 description="Submit a training run (one config file) as a Slurm job.",
                                 epilog="Other --section.key value pairs override the config, as in pretrain.train.")
     p.add_argument("--config", required=True, help="run config TOML (its [slurm] section gives the defaults)")
-    for key, typ in LAUNCHER_FLAGS.items():
-        p.add_argument("--" + key.replace("_", "-"), dest=key, type=typ, default=None, help=f"slurm.{key}")
+    options.add_launcher_flags(p)
     p.add_argument("--dry-run", action="store_true", help="print the sbatch script and exit")
     p.add_argument("--wait", action="store_true", help="wait for the job; exit 1 with its traceback on failure")
     return p
@@ -36,10 +30,7 @@ def parser() -> argparse.ArgumentParser:
 def resolve(argv: list[str]) -> tuple[argparse.Namespace, list[str], RunConfig]:
     """(launcher args, the trainer's argv, the resolved config)."""
     args, overrides = parser().parse_known_args(argv)
-    for key in LAUNCHER_FLAGS:
-        value = getattr(args, key)
-        if value is not None:
-            overrides += [f"--slurm.{key}", str(value) if not isinstance(value, str) else f'"{value}"']
+    overrides += options.flag_overrides(args)
     config = str(Path(args.config).resolve())
     cfg = load_config(RunConfig, config, overrides)
     return args, ["--config", config, *overrides], cfg

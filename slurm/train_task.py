@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from slurm import jobs
+from slurm.accounting import job_state, sacct_states
+from stackcore import rundir
+from stackcore.errors import EXIT_PREEMPTED
 
 DEFAULT_ENTRY = "pretrain.train:main"
 # Job states (scontrol or sacct) in which a checkpointed task must not ask for a requeue, and those in
@@ -38,12 +41,6 @@ _early_signals: list[int] = []
 def _resolve(entry: str) -> Callable[[list[str]], int]:
     module, _, name = entry.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-def exit_preempted() -> int:
-    from pretrain.train import EXIT_PREEMPTED  # the trainer owns the code
-
-    return int(EXIT_PREEMPTED)
 
 
 def set_distributed_env(env: Any) -> dict[str, str]:
@@ -68,11 +65,9 @@ def requeue_decision(job_id: str, tries: int = 10) -> tuple[str, str]:
     (Slurm requeues it itself: scontrol requeue, preemption) or "cancelled" (scancel also sends SIGTERM,
     and even a finished job can be requeued, so a cancelled job must not be brought back). A COMPLETING
     job is ambiguous in scontrol; accounting (sacct) tells CANCELLED from REQUEUED, give it a moment."""
-    from slurm.status import sacct_states
-
     ctl = acct = ""
     for _ in range(tries):
-        ctl, acct = jobs.job_state(job_id), sacct_states([job_id]).get(job_id, "")
+        ctl, acct = job_state(job_id), sacct_states([job_id]).get(job_id, "")
         if acct == "CANCELLED" or ctl in CANCELLED_STATES:
             return "cancelled", acct or ctl
         if acct in REQUEUING_STATES or ctl in REQUEUING_STATES:
@@ -105,16 +100,14 @@ def _replay_early_signals(stop: threading.Event) -> None:
 
 def _failure_from_run_dir(run_dir: Path) -> str:
     """The trainer's own account of a failure: error.txt (its traceback), else status.json's error."""
-    import json
-
     try:
-        text = (run_dir / "error.txt").read_text()
+        text = (run_dir / rundir.ERROR).read_text()
         if text.strip():
             return text
     except OSError:
         pass
     try:
-        status = json.loads((run_dir / "status.json").read_text())
+        status = rundir.read_status(run_dir) or {}
     except (OSError, ValueError):
         return ""
     return str(status.get("error") or "")
@@ -150,7 +143,7 @@ class TrainTask:
     def __init__(self, argv: list[str], run_dir: str | Path, max_requeues: int, entry: str = DEFAULT_ENTRY,
                  preempted_code: int | None = None):
         self.argv = list(argv)
-        self.preempted_code = preempted_code  # None: pretrain.train.EXIT_PREEMPTED
+        self.preempted_code = preempted_code  # None: stackcore.errors.EXIT_PREEMPTED, the trainer's code
         self.run_dir = str(Path(run_dir).resolve())
         self.max_requeues = max_requeues
         self.entry = entry
@@ -183,7 +176,7 @@ class TrainTask:
         finally:
             stop_replay.set()
         rc = int(rc or 0)
-        if rc == (self.preempted_code if self.preempted_code is not None else exit_preempted()):
+        if rc == (self.preempted_code if self.preempted_code is not None else EXIT_PREEMPTED):
             self._requeue(rank, env.job_id, restart)
         if rc != 0:
             detail = _failure_from_run_dir(run_dir) or _log_tail(env)

@@ -8,6 +8,7 @@
     runs/NAME/tb/              tensorboard events (same scalars; FLOPs and tokens as extra x-axes)
     runs/NAME/checkpoints/     DeepSpeed checkpoints (+ `latest` pointer), exports
     runs/NAME/slurm/           submitit logs and job ids when launched through Slurm
+    SWEEP_DIR/sweep.json       a sweep's runs (name, run_dir, argv, job_id), written when it is submitted
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ LOCK = "run.lock"
 TB = "tb"
 CHECKPOINTS = "checkpoints"
 SLURM = "slurm"
+SWEEP_FILE = "sweep.json"  # in a sweep directory, beside its run directories
 
 RunState = Literal["running", "preempted", "completed", "failed"]
 STATES: tuple[str, ...] = ("running", "preempted", "completed", "failed")

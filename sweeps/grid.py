@@ -26,20 +26,21 @@
 
 Precedence (later wins): base file < [overrides] < variant (config file, then its keys) < axes <
 matching < the run's name and dir. Every run is then `python -m pretrain.train --config BASE <argv>`,
-locally (`run_local`) or as one Slurm array element (`python -m slurm sweep`).
+locally (`sweeps.local.run_local`) or as one Slurm array element (`sweeps.slurm_array`); both behind
+`python -m slurm sweep` (= `python -m sweeps`).
 """
 from __future__ import annotations
 
 import itertools
-import json
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stackcore import rundir
 from stackcore.config import ConfigError, _toml_value, read_toml
 
-SWEEP_FILE = "sweep.json"  # written in the sweep directory by `python -m slurm sweep`
+SWEEP_FILE = rundir.SWEEP_FILE  # written in the sweep directory when the sweep is submitted
 
 
 @dataclass
@@ -137,7 +138,7 @@ def _matched(grid: Grid, settings: dict[str, Any], variant: str) -> dict[str, An
     the reference variant at the same grid point (same n_ctx, seed, ...) by FLOPs per token."""
     if not grid.match or variant == grid.match["reference"]:
         return {}
-    from eval.match import plan  # the analysis part owns the planner
+    from eval.match import plan  # the planner; only a grid with [match] pays for importing it
     from pretrain.config import RunConfig
     from stackcore.config import load_config
 
@@ -183,25 +184,7 @@ def run_dirs(grid_path: str | Path) -> list[Path]:
 def is_finished(run_dir: Path) -> bool:
     """A run that needs no more work: the trainer marked it completed (status.json)."""
     try:
-        status = json.loads((Path(run_dir) / "status.json").read_text())
+        status = rundir.read_status(run_dir) or {}
     except (OSError, ValueError):
         return False
-    return str(status.get("state", "")).lower() in ("completed", "done", "finished")
-
-
-def run_local(grid_path: str | Path, only: list[str] | None = None) -> dict[str, int]:
-    """Runs the grid one run after another in this process (no Slurm); finished runs are skipped, an
-    interrupted one resumes from its checkpoint. Returns {run name: exit code}."""
-    from pretrain.train import main as train_main
-
-    grid = load_grid(grid_path)
-    codes: dict[str, int] = {}
-    for name, argv in expand(grid_path):
-        if only and name not in only:
-            continue
-        if is_finished(grid.dir / name):
-            codes[name] = 0
-            continue
-        print(f"[sweep {grid.name}] {name}: python -m pretrain.train {' '.join(argv)}", flush=True)
-        codes[name] = int(train_main(list(argv)) or 0)
-    return codes
+    return str(status.get("state", "")) == "completed"

@@ -1,4 +1,4 @@
-"""End to end on real parts: data_prep -> a tiny grid run locally through slurm.sweep (pretrain.train,
+"""End to end on real parts: data_prep -> a tiny grid run locally through sweeps.local (pretrain.train,
 DeepSpeed) -> eval flexibility, pretrain.generate and eval representation on the trained runs."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from data_prep.__main__ import main as prep_main
 from eval.flexibility import flexibility_report
 from eval.representation import main as representation_main
 from pretrain.generate import main as generate_main
-from slurm.sweep import expand, run_local
+from sweeps.grid import expand
+from sweeps.local import run_local
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import torch
 
 from pretrain.config import RunConfig
 from pretrain.models import build_model
-from slurm.sweep import expand, load_grid
 from stackcore.config import load_config
+from sweeps.grid import expand, load_grid
 
 from conftest import REPO_ROOT
 

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from pretrain.config import SlurmSection
-from slurm import jobs, launch, prep, status, sweep
+from slurm import jobs, launch, prep, status
+from stackcore import rundir
 from stackcore.config import ConfigError
+from sweeps import grid as sweep_grid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +72,7 @@ run_name = "{variant}-n{model.n_ctx}-s{run.seed}"
 [variants.mixer]
 config = "mixer.toml"
 ''')
-    runs = sweep.expand(grid)
+    runs = sweep_grid.expand(grid)
     names = [n for n, _ in runs]
     assert names == ["llama-n32-s0", "llama-n32-s1", "llama-n128-s0", "llama-n128-s1",
                      "mixer-n32-s0", "mixer-n32-s1", "mixer-n128-s0", "mixer-n128-s1"]
@@ -106,7 +108,7 @@ base = "base.toml"
 reference = "llama"
 heads = [1]
 ''')
-    runs = dict(sweep.expand(grid))
+    runs = dict(sweep_grid.expand(grid))
     assert set(runs) == {"llama-n_ctx32", "llama-n_ctx256", "mixer-n_ctx32", "mixer-n_ctx256"}
     for n_ctx in (32, 256):
         llama = load_config(RunConfig, runs[f"llama-n_ctx{n_ctx}"][1], runs[f"llama-n_ctx{n_ctx}"][2:]).model
@@ -120,17 +122,17 @@ heads = [1]
 def test_grid_errors_name_the_problem(tmp_path):
     grid = _grid(tmp_path, '[sweep]\nname = "x"\nbase = "missing.toml"\n')
     with pytest.raises(ConfigError, match="missing.toml"):
-        sweep.expand(grid)
+        sweep_grid.expand(grid)
     grid = _grid(tmp_path, '[sweep]\nname = "x"\nbase = "base.toml"\nrun_name = "{variant}"\n'
                            '[axes]\n"run.seed" = [0, 1]\n[variants.a]\n')
     with pytest.raises(ConfigError, match="both named 'a'"):
-        sweep.expand(grid)
+        sweep_grid.expand(grid)
     grid = _grid(tmp_path, '[sweep]\nname = "x"\nbase = "base.toml"\n[axis]\n"run.seed" = [0]\n')
     with pytest.raises(ConfigError, match=r"unknown section \[axis\]"):
-        sweep.expand(grid)
+        sweep_grid.expand(grid)
     grid = _grid(tmp_path, '[sweep]\nname = "x"\nbase = "base.toml"\n[variants.a]\n[match]\nreference = "b"\n')
     with pytest.raises(ConfigError, match="reference = 'b' is not a variant"):
-        sweep.expand(grid)
+        sweep_grid.expand(grid)
 
 
 @pytest.mark.parametrize("name", ["ctx-pairs.toml", "ctx-pairs-tiny.toml", "flexibility.toml"])
@@ -138,7 +140,7 @@ def test_shipped_grids_expand(name):
     path = REPO / "configs" / "sweeps" / name
     if not path.is_file():
         pytest.skip(f"{path} not in this checkout")
-    runs = sweep.expand(path)
+    runs = sweep_grid.expand(path)
     assert len(runs) == len({n for n, _ in runs}) >= 2
     if name.startswith("ctx-pairs"):
         assert len(runs) == 12  # 2 families x 3 n_ctx x 2 seeds
@@ -196,7 +198,7 @@ def test_status_of_a_local_run_reads_the_trainers_status(tmp_path):
     run = tmp_path / "local-run"
     run.mkdir()
     (run / "config.toml").write_text("[run]\nname = 'local-run'\n")
-    (run / "status.json").write_text(json.dumps({"state": "preempted", "step": 3, "last_loss": 7.0}))
+    rundir.write_status(run, "preempted", step=3, last_loss=7.0)
     (run / "metrics.jsonl").write_text(json.dumps({"step": 3, "train_loss": 7.0}) + "\n")
     row = status.status(run)[0]
     assert (row["state"], row["job"], row["step"], row["requeues"]) == ("LOCAL PREEMPTED", "-", 3, 0)
@@ -208,3 +210,49 @@ def test_prep_bad_input_is_a_clear_error(tmp_path, capsys):
     rc = main(["prep", "--array", "2", "--input", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "out")])
     assert rc == 2
     assert "missing.jsonl: input file not found" in capsys.readouterr().err
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level module names and `slurm.X` submodules a file imports (at any depth: lazy imports count)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            if node.module == "slurm":
+                names.update(f"slurm.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_slurm_imports_go_one_way():
+    """slurm/ never imports eval or the sweeps layer above it, and no two slurm modules import each other
+    (jobs <-> status was a circle: both now ask slurm.accounting)."""
+    modules = {p.stem: _imports(p) for p in (REPO / "slurm").glob("*.py")}
+    for name, imported in modules.items():
+        bad = {m for m in imported if m.split(".")[0] in ("eval", "sweeps")}
+        assert not bad, f"slurm/{name}.py imports {bad}"
+    edges = {(a, m.split(".")[1]) for a, imported in modules.items() for m in imported
+             if m.startswith("slurm.") and m.split(".")[1] in modules}
+    assert not {(a, b) for a, b in edges if (b, a) in edges}, edges
+    assert "slurm.status" not in modules["jobs"] and "slurm.status" not in modules["train_task"]
+
+
+def test_train_and_prep_read_launcher_flags_from_one_place(tmp_path):
+    from pretrain.config import RunConfig
+    from slurm import options, train_cli
+    from stackcore.config import load_config
+
+    config = tmp_path / "run.toml"
+    config.write_text('[slurm]\npartition = "gpu"\ntime = "02:00:00"\n')
+    _, train_argv, cfg = train_cli.resolve(["--config", str(config), "--time", "00:30:00", "--cpus-per-task", "4"])
+    assert (cfg.slurm.partition, cfg.slurm.time, cfg.slurm.cpus_per_task) == ("gpu", "00:30:00", 4)
+    assert load_config(RunConfig, train_argv[1], train_argv[2:]).slurm == cfg.slurm  # what the job re-reads
+    args, _ = prep.parser().parse_known_args(["--array", "2", "--time", "00:30:00", "--cpus-per-task", "4"])
+    section = options.prep_section(args)
+    assert (section.time, section.cpus_per_task, section.max_requeues, section.tasks_per_node) == ("00:30:00", 4, 0, 1)
+    assert section.partition == SlurmSection().partition  # no flag: the section's own default
+    with pytest.raises(SystemExit):  # a launcher flag of the wrong type fails in argparse for both (exit 2)
+        prep.parser().parse_known_args(["--array", "2", "--cpus-per-task", "many"])
