@@ -16,6 +16,7 @@ import torch
 from data_prep.format import atomic_write_bytes, atomic_write_json
 from pretrain.data import load_stream_state, save_stream_state
 from pretrain.distributed import barrier
+from stackcore.errors import UserError
 
 STEP_DIR = re.compile(r"^step(\d{8})$")
 LATEST = "latest"
@@ -23,7 +24,7 @@ META = "meta.json"
 DS_TAG = "ds"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """An unusable checkpoint; the message names it and the fix."""
 
 

@@ -15,6 +15,7 @@ from pretrain.checkpoint import DS_TAG, CheckpointError, list_checkpoints, verif
 from pretrain.config import RunConfig
 from stackcore import rundir
 from stackcore.config import dump_toml, load_config
+from stackcore.errors import run_cli
 
 WEIGHTS = "model.safetensors"
 
@@ -100,4 +101,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, bad_input=(FileNotFoundError,)))

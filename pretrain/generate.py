@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from stackcore.errors import run_cli
+
 
 @dataclass
 class Generation:
@@ -134,4 +136,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, bad_input=(FileNotFoundError,)))

@@ -21,11 +21,12 @@ class UserError(Exception):
     """Bad input the user can fix; the message says what is wrong, where, and how to fix it."""
 
 
-def run_cli(main: Callable[[], int | None]) -> int:
-    """Calls `main()`; a UserError becomes `error: message` on stderr and exit code 2."""
+def run_cli(main: Callable[[], int | None], bad_input: tuple[type[BaseException], ...] = ()) -> int:
+    """Calls `main()`; a UserError (or one of the CLI's own `bad_input` types, e.g. FileNotFoundError for
+    a command whose arguments are paths) becomes one line `error: message` on stderr and exit code 2."""
     try:
         code = main()
-    except UserError as exc:
+    except (UserError, *bad_input) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK if code is None else int(code)
