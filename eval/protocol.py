@@ -13,6 +13,8 @@ import argparse
 import csv
 import io
 import math
+import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from stackcore.config import ConfigError, load_config
 from stackcore.errors import run_cli
 from stackcore import rundir
 
+REPO = Path(__file__).resolve().parents[1]
 MAX_EXTENSIONS = 2
 CSV_FIELDS = ("protocol", "stage", "label", "family", "n_ctx", "lr", "seed", "d_model", "n_layers", "heads",
               "params", "flops_per_token", "useful_flops_per_token", "step", "tokens", "flops", "flops_useful",
@@ -57,6 +60,13 @@ class ProtocolSection:
     data: str = ""
     hardware: str = ""
     est_flops_per_s: float = 0.0  # sustained FLOP/s of the target hardware, for the plan's hour estimate
+    # per-n_ctx settings (TOML keys are strings): global batch in sequences (default tokens_per_step / n_ctx)
+    # and data mode ("packed" default; the paper pads one document per sequence at 512)
+    batch: dict[str, int] = field(default_factory=dict)
+    data_mode: dict[str, str] = field(default_factory=dict)
+    micro_batch: int = 0  # sequences per rank per forward; 0 = the whole global batch
+    max_steps: int = 0  # a step cap; 0 = none. The plan refuses a cap that would cut a run's budget
+    train: dict[str, Any] = field(default_factory=dict)  # extra dotted overrides, e.g. {"train.precision" = "bf16"}
 
 
 @dataclass
@@ -167,14 +177,41 @@ def plan_runs(proto: Protocol) -> list[PlannedRun]:
     return out
 
 
+def batch_for(proto: Protocol, n_ctx: int) -> int:
+    p = proto.protocol
+    return int(p.batch.get(str(n_ctx), max(1, p.tokens_per_step // n_ctx)))
+
+
 def steps_for(proto: Protocol, cfg) -> int:
+    """Optimizer steps to reach the budget (the trainer stops at the budget; this is the step cap)."""
     from pretrain.models.flops import training_flops_per_token
-    batch = max(1, proto.protocol.tokens_per_step // cfg.n_ctx)
-    return int(proto.protocol.budget_flops / (training_flops_per_token(cfg) * batch * cfg.n_ctx)) + 1
+    tokens_per_step = batch_for(proto, cfg.n_ctx) * cfg.n_ctx
+    return int(proto.protocol.budget_flops / (training_flops_per_token(cfg) * tokens_per_step)) + 1
+
+
+def train_argv(proto: Protocol, r: PlannedRun, data: Path) -> list[str]:
+    """`pretrain.train` arguments of one planned run: budget-stopped, warmup 5%, ~`evals` validations."""
+    p, cfg = proto.protocol, r.cfg
+    steps, batch = steps_for(proto, cfg), batch_for(proto, cfg.n_ctx)
+    if p.max_steps and steps > p.max_steps:
+        raise ConfigError(f"protocol {p.name}: {r.name} needs {steps} steps to reach its budget but "
+                          f"protocol.max_steps = {p.max_steps} would cut it; raise the cap or lower the budget")
+    args = ["--run.name", r.name, "--run.dir", p.runs_dir, "--run.seed", str(r.seed), "--data.path", str(data),
+            "--data.val_tokens", str(p.val_tokens), "--train.budget_flops", repr(float(p.budget_flops)),
+            "--train.steps", str(steps + 10), "--train.micro_batch", str(p.micro_batch or batch),
+            "--train.global_batch", str(batch), "--train.lr", repr(r.lr),
+            "--train.warmup", str(max(1, int(steps * p.warmup_fraction))), "--log.every", "5",
+            "--log.eval_every", str(max(1, steps // p.evals)), "--checkpoint.resume", "none"]
+    if str(cfg.n_ctx) in p.data_mode:
+        args += ["--data.mode", p.data_mode[str(cfg.n_ctx)]]
+    for key in ("family", "d_model", "n_layers", "n_ctx", "vocab_size", "heads"):
+        args += [f"--model.{key}", str(getattr(cfg, key))]
+    for key, value in p.train.items():
+        args += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return args
 
 
 def shared_data() -> Path:
-    import os
     root = Path(os.environ.get("MIXERSTACK_SHARED") or Path(__file__).resolve().parents[2] / "shared")
     if not (root / "data").is_dir():
         raise ConfigError(f"shared data not found at {root}/data; set MIXERSTACK_SHARED to the shared folder "
@@ -192,7 +229,7 @@ def print_plan(proto: Protocol) -> list[PlannedRun]:
     for r in runs:
         done = final_val_loss(Path(p.runs_dir) / r.name)
         print(f"{r.name:<48}{r.stage:>6}{param_counts(r.cfg)['total']:>11,}{training_flops_per_token(r.cfg):>11.3g}"
-              f"{max(1, p.tokens_per_step // r.cfg.n_ctx):>6}{steps_for(proto, r.cfg):>8}  "
+              f"{batch_for(proto, r.cfg.n_ctx):>6}{steps_for(proto, r.cfg):>8}  "
               f"{'-' if done is None else f'{done:.4f}'}")
     full = len(p.n_ctx) * len(proto.shapes) * (len(p.lrs) + len(p.seeds) - 1)
     total = full * p.budget_flops
@@ -205,7 +242,7 @@ def print_plan(proto: Protocol) -> list[PlannedRun]:
 def run_all(proto: Protocol) -> int:
     """Trains every planned run that has not finished, one child process each, re-planning after each
     run (extensions and seed runs depend on finished results); resumable (finished runs are skipped)."""
-    from eval.launch import prep_corpus, train_run
+    from eval.launch import prep_corpus, run_module
     p = proto.protocol
     out = Path(p.runs_dir)
     data = prep_corpus([str(shared_data() / p.corpus)], out, p.vocab, p.val_fraction)
@@ -215,12 +252,10 @@ def run_all(proto: Protocol) -> int:
         if not todo:
             break
         r = todo[0]
-        batch = max(1, p.tokens_per_step // r.cfg.n_ctx)
         print(f"[{p.name}] {len(todo)} runs left; {r.name}", flush=True)
+        shutil.rmtree(out / r.name, ignore_errors=True)  # from scratch: a stale partial run would mix in
         try:
-            train_run(r.cfg, data, out, r.name, p.budget_flops, seed=r.seed,
-                      batch=batch, lr=r.lr, evals=p.evals, val_tokens=p.val_tokens,
-                      log=out / "logs" / f"{r.name}.log")
+            run_module(["pretrain.train", *train_argv(proto, r, data)], out / "logs" / f"{r.name}.log")
         except SystemExit as exc:  # a failed (diverged) run is a result: its status says failed
             if final_val_loss(out / r.name) is None:
                 raise
@@ -263,21 +298,60 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def write_grid(proto: Protocol, out: Path) -> Path:
+    """A `python -m slurm sweep` grid (one variant per planned run that has not finished yet) for
+    clusters: submit it, wait, and run `grid` again -- the seed runs and LR extensions appear once the LR
+    sweep they depend on has finished."""
+    p = proto.protocol
+    data = Path(p.train.get("data.path", p.runs_dir + "/data"))
+    todo = [r for r in plan_runs(proto) if final_val_loss(Path(p.runs_dir) / r.name) is None]
+    lines = [f"# generated by `python -m eval.protocol grid --config ...` for protocol {p.name}: {len(todo)} runs",
+             "[sweep]", f'name = "{p.name}"', 'base = "../../configs/runs/tiny-llama.toml"',
+             f'dir = "{p.runs_dir}"', 'run_name = "{variant}"', "max_parallel = 8", ""]
+    lines[3] = f'base = "{os.path.relpath(REPO / "configs/runs/protocol-base.toml", out.parent.resolve())}"'
+    for r in todo:
+        args = train_argv(proto, r, data)
+        settings = {k[2:]: v for k, v in zip(args[0::2], args[1::2]) if not k.startswith("--run.")}
+        settings["checkpoint.resume"] = "auto"  # a requeued job continues its run
+        lines.append(f'[variants."{r.name}"]')
+        lines += [f'"{key}" = {_toml_literal(value)}' for key, value in settings.items()]
+        lines.append("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, "\n".join(lines))
+    return out
+
+
+def _toml_literal(text: str) -> str:
+    for cast in (int, float):
+        try:
+            cast(text)
+            return text
+        except ValueError:
+            pass
+    return "true" if text == "true" else "false" if text == "false" else f'"{text}"'
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.protocol", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["plan", "run", "export"])
+    parser.add_argument("command", choices=["plan", "run", "grid", "export"])
     parser.add_argument("--config", required=True, help="a protocol TOML (configs/protocol/)")
-    parser.add_argument("--out", default="", help="export: the CSV (default: protocol.data)")
+    parser.add_argument("--out", default="", help="export: the CSV (default: protocol.data); "
+                        "grid: the sweep TOML (default: runs/protocol/NAME.grid.toml)")
+    parser.add_argument("--dry-run", action="store_true", help="run: print the plan and exit")
     args = parser.parse_args(argv)
 
     def go() -> int:
         proto = load_protocol(args.config)
-        if args.command == "plan":
+        if args.command == "plan" or args.dry_run:
             print_plan(proto)
             return 0
         if args.command == "run":
             return run_all(proto)
+        if args.command == "grid":
+            out = write_grid(proto, Path(args.out or f"runs/protocol/{proto.protocol.name}.grid.toml"))
+            print(f"wrote {out}: submit with `python -m slurm sweep --grid {out}`; re-run `grid` after it finished")
+            return 0
         rows = export_rows(proto)
         out = Path(args.out or proto.protocol.data)
         write_csv(rows, out)
