@@ -12,6 +12,7 @@ COMMANDS = {
     "isoflop": ("eval.isoflop", "IsoFLOP parabola fits: optimum size per budget and family"),
     "representation": ("eval.representation", "input-representation accuracy (modified Hamming metric)"),
     "flexibility": ("eval.flexibility", "stability/loss table of the flexibility sweep"),
+    "retrieval": ("eval.retrieval", "top-1/MRR of run embeddings vs BM25 and random on held-out pairs"),
 }
 
 
