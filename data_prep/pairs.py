@@ -27,11 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
-
 from data_prep.config import PrepConfig, parse_args_into
-from data_prep.format import FormatError, atomic_write_json, decode_sample, read_manifest, shard_paths, \
-    token_dtype
+from data_prep.format import atomic_write_json, token_dtype
+from data_prep.pair_format import LAYOUT, Pairs, read_pairs  # noqa: F401 (re-exported)
 from data_prep.readers import InputError, InputStats, JsonlReader, _Reader, read_documents
 from data_prep.shards import SplitWriter
 from data_prep.tokenizer import eos_id
@@ -42,7 +40,6 @@ from stackcore.config import ConfigError
 QUERY_RULES = ("first-sentence", "lead")
 PASSAGE_RULES = ("rest",)
 FIELD_PREFIX = "field:"
-LAYOUT = "query EOS passage EOS"
 # A sentence ends at . ! or ? (closing quotes/brackets kept with it) followed by white space.
 SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*\s+")
 PARAGRAPH_END = re.compile(r"\n\s*\n")
@@ -247,43 +244,6 @@ def finalize_pairs(out_dir: str | Path) -> dict:
         manifest["pairs"] = read_plan(out_dir)["pairs"]
         atomic_write_json(Path(out_dir) / MANIFEST_NAME, manifest)
     return manifest
-
-
-# ---- reading pair shards ----------------------------------------------------------------------------
-
-@dataclass
-class Pairs:
-    """Token arrays of one split: queries[i] and passages[i] form pair i (EOS not included)."""
-    queries: list[np.ndarray]
-    passages: list[np.ndarray]
-    manifest: dict
-
-    def __len__(self) -> int:
-        return len(self.queries)
-
-
-def read_pairs(prep_dir: str | Path, split: str = "val", limit: int = 0) -> Pairs:
-    """The pairs of `split` in manifest order (the first `limit` if > 0); FormatError on a non-pair dir."""
-    from data_prep.inspect_shards import iter_samples
-
-    manifest = read_manifest(prep_dir)
-    if "pairs" not in manifest:
-        raise FormatError(f"{Path(prep_dir) / 'manifest.json'}: not a pairs directory (no `pairs` section); "
-                          "make one with `python -m data_prep pairs --input ... --out DIR`")
-    eos, queries, passages = manifest["eos_id"], [], []
-    for path in shard_paths(prep_dir, manifest, split):
-        for key, sample in iter_samples(path):
-            tokens, lengths = decode_sample(sample, manifest["dtype"], where=f"{path.name}:{key}")
-            for doc in np.split(tokens, np.cumsum(lengths)[:-1]):
-                cut = np.flatnonzero(doc == eos)
-                if len(cut) != 2 or cut[1] != len(doc) - 1:
-                    raise FormatError(f"{path.name}:{key}: a pair document holds {len(cut)} EOS (want 2: "
-                                      f"{LAYOUT}); re-run `python -m data_prep pairs` into a new --out")
-                queries.append(doc[:cut[0]].astype(np.int64))
-                passages.append(doc[cut[0] + 1:-1].astype(np.int64))
-                if limit and len(queries) >= limit:
-                    return Pairs(queries, passages, manifest)
-    return Pairs(queries, passages, manifest)
 
 
 # ---- CLI --------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import REPO_ROOT
 from data_prep.format import FormatError, read_manifest
-from data_prep.pairs import derive_pair, main as pairs_main, read_pairs
+from data_prep.pair_format import read_pairs
+from data_prep.pairs import derive_pair, main as pairs_main
 from data_prep.tasks import PrepError
 from data_prep.tokenizer import load_tokenizer
 from stackcore.config import ConfigError
