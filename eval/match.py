@@ -19,6 +19,7 @@ import sys
 
 from pretrain.config import ModelConfig, RunConfig
 from pretrain.models.flops import memory_estimate, param_counts, training_flops_per_token
+from pretrain.models.registry import family_names, get_family
 from stackcore.config import ConfigError, load_config
 
 BY = ("flops", "params", "memory")
@@ -47,9 +48,24 @@ def width_step(d_model: int) -> int:
 
 
 def default_heads(reference: ModelConfig, family: str) -> list[int]:
-    if family == "mixer":
-        return [1]  # the paper's flat mixer
-    return [reference.heads] if reference.family != "mixer" else [4]
+    """The family's own planner heads (the mixer: 1, the paper's flat mixer), else the reference's
+    heads when the reference family has no fixed heads of its own, else 4."""
+    fixed = get_family(family).planner_heads
+    if fixed:
+        return list(fixed)
+    return [reference.heads] if not get_family(reference.family).planner_heads else [4]
+
+
+def candidate(ref: ModelConfig, family: str, d: int, n_layers: int, heads: int, n_ctx: int) -> ModelConfig | None:
+    """A shape of `family` with the reference's other fields, or None when the family refuses it
+    (e.g. an odd rotary head dimension)."""
+    cfg = ModelConfig(family=family, d_model=d, n_layers=n_layers, n_ctx=n_ctx, vocab_size=ref.vocab_size,
+                      heads=heads, ffn_mult=ref.ffn_mult, tie_embeddings=ref.tie_embeddings)
+    try:
+        cfg.validate()
+    except ConfigError:
+        return None
+    return cfg
 
 
 def plan(reference_cfg, family: str, by: str, n_ctx: int | None = None, top: int = 5,
@@ -59,8 +75,7 @@ def plan(reference_cfg, family: str, by: str, n_ctx: int | None = None, top: int
     enter only the memory measure (activations scale with it)."""
     ref = load_model_config(reference_cfg) if isinstance(reference_cfg, str) else reference_cfg
     ref = getattr(ref, "model", ref)
-    if family not in ("mixer", "llama", "gpt"):
-        raise ConfigError(f"family must be mixer, llama or gpt, got {family!r}")
+    get_family(family)  # an unknown name raises, naming the closest registered family
     if by not in BY:
         raise ConfigError(f"by must be one of {list(BY)}, got {by!r}")
     t = n_ctx or ref.n_ctx
@@ -71,11 +86,9 @@ def plan(reference_cfg, family: str, by: str, n_ctx: int | None = None, top: int
     for n_layers in range(1, 2 * ref.n_layers + 1):
         for d in range(step, 4 * ref.d_model + 1, step):
             for h in heads or default_heads(ref, family):
-                if d % h or (family == "llama" and (d // h) % 2):
+                cfg = candidate(ref, family, d, n_layers, h, t)
+                if cfg is None:
                     continue
-                cfg = ModelConfig(family=family, d_model=d, n_layers=n_layers, n_ctx=t,
-                                  vocab_size=ref.vocab_size, heads=h, ffn_mult=ref.ffn_mult,
-                                  tie_embeddings=ref.tie_embeddings)
                 value = measure(cfg, by, t, batch)
                 score = abs(math.log(value / target)) + DEPTH_PENALTY * abs(math.log2(n_layers / ref.n_layers))
                 rows.append({"family": family, "d_model": d, "n_layers": n_layers, "heads": h,
@@ -94,7 +107,7 @@ def _format(value: float, by: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval match", description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", required=True, help="model or run TOML of the reference")
-    parser.add_argument("--family", required=True, choices=["mixer", "llama", "gpt"])
+    parser.add_argument("--family", required=True, choices=family_names())
     parser.add_argument("--by", default="flops", choices=list(BY))
     parser.add_argument("--n-ctx", type=int, default=None, help="sequence length (default: reference's)")
     parser.add_argument("--top", type=int, default=5)

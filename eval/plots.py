@@ -11,17 +11,32 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter  # noqa: E402
 
 from eval.runs import AXIS_LABELS, Run  # noqa: E402
+from pretrain.models.registry import family_names  # noqa: E402
 
-FAMILY_COLOURS = {"mixer": "tab:blue", "llama": "tab:orange", "gpt": "tab:green"}
-_EXTRA_COLOURS = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+           "tab:olive", "tab:cyan"]
 LINE_STYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+_UNREGISTERED: list[str] = []  # families of old runs no longer registered, in order of appearance
+
+
+def family_index(family: str) -> int:
+    """The family's place in the registry (mixer 0, llama 1, gpt 2, then later registrations), so a
+    family keeps its colour across plots; unregistered names (old runs) follow in order of appearance."""
+    names = family_names()
+    if family in names:
+        return names.index(family)
+    if family not in _UNREGISTERED:
+        _UNREGISTERED.append(family)
+    return len(names) + _UNREGISTERED.index(family)
 
 
 def family_colour(family: str) -> str:
-    if family not in FAMILY_COLOURS:
-        FAMILY_COLOURS[family] = _EXTRA_COLOURS[(len(FAMILY_COLOURS) - 3) % len(_EXTRA_COLOURS)]
-    return FAMILY_COLOURS[family]
+    return COLOURS[family_index(family) % len(COLOURS)]
+
+
+def family_line_style(family: str) -> str:
+    return LINE_STYLES[family_index(family) % len(LINE_STYLES)]
 
 
 def style_maps(runs: list[Run]) -> tuple[dict[int, str], dict[str, str]]:

@@ -21,7 +21,7 @@ class RunSection:
 
 @dataclass
 class ModelConfig:
-    family: Literal["mixer", "llama", "gpt"] = "mixer"
+    family: str = "mixer"  # a registered family (pretrain/models/registry.py): mixer, llama, gpt, ...
     d_model: int = 128
     n_layers: int = 2
     n_ctx: int = 64
@@ -51,6 +51,9 @@ class ModelConfig:
             raise ConfigError(f"model.expansion must be >= 0, got {self.expansion}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        # The family refuses options it does not implement and adds its own checks. Torch-free import.
+        from pretrain.models.registry import get_family
+        get_family(self.family).validate(self)
 
 
 @dataclass

@@ -11,7 +11,8 @@ from pretrain.models.flops import param_counts
 from pretrain.models.mixer import MixerBlock
 from stackcore.config import ConfigError, load_config
 from conftest import REPO_ROOT
-from test_models_variants import VARIANTS, variant_params, tiny_config
+from pretrain.models.registry import family_names
+from test_models_variants import VARIANTS, family_config, variant_params, tiny_config
 
 
 @variant_params()
@@ -53,10 +54,10 @@ def test_bf16_autocast_forward_backward(overrides):
     assert abs(out.loss.item() - fp32.item()) < 0.05 * fp32.item()
 
 
-@pytest.mark.parametrize("family", ["mixer", "llama", "gpt"])
+@pytest.mark.parametrize("family", family_names())
 def test_inputs_longer_than_n_ctx_are_rejected_and_shorter_ones_use_the_leading_block(family):
     torch.manual_seed(0)
-    cfg = tiny_config(family=family, heads=2)
+    cfg = family_config(family)
     model = build_model(cfg).eval()
     with pytest.raises(ValueError, match=r"length 17 exceeds model.n_ctx=16"):
         model(torch.zeros(1, 17, dtype=torch.long))
@@ -66,13 +67,13 @@ def test_inputs_longer_than_n_ctx_are_rejected_and_shorter_ones_use_the_leading_
     assert torch.allclose(short, full[:, :7], atol=1e-5)  # causal: a prefix sees the same matrix block
 
 
-@pytest.mark.parametrize("family", ["mixer", "llama", "gpt"])
+@pytest.mark.parametrize("family", family_names())
 def test_weight_tying(family):
-    cfg = tiny_config(family=family, heads=2, tie_embeddings=True)
+    cfg = family_config(family, tie_embeddings=True)
     model = build_model(cfg)
     assert model.lm_head.weight is model.embedding.weight
     assert model.num_params() == param_counts(cfg)["total"]
-    untied = build_model(tiny_config(family=family, heads=2))
+    untied = build_model(family_config(family))
     assert untied.lm_head.weight is not untied.embedding.weight
     assert untied.num_params() - model.num_params() == cfg.vocab_size * cfg.d_model
 
@@ -153,10 +154,10 @@ def test_rope_scores_depend_only_on_relative_position():
     assert torch.allclose(apply_rope(q.expand(1, 1, 32, 8), cos, sin)[0, 0, 0], q)  # position 0: identity
 
 
-@pytest.mark.parametrize("family", ["mixer", "llama", "gpt"])
+@pytest.mark.parametrize("family", family_names())
 def test_pure_bf16_weights_as_a_bf16_engine_casts_them(family):
     torch.manual_seed(0)
-    cfg = tiny_config(family=family, heads=2, softmax=family == "mixer")
+    cfg = family_config(family, **({"softmax": True} if family == "mixer" else {}))  # the softmax path too
     model = build_model(cfg)
     ids = torch.randint(0, cfg.vocab_size, (2, cfg.n_ctx))
     fp32 = model(ids, labels=ids).loss.item()

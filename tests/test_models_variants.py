@@ -1,17 +1,23 @@
-"""Tiny model configs shared by the models/FLOPs tests (every family and every mixer option), and a
-check that each variant really is a distinct model."""
+"""Tiny model configs shared by the models/FLOPs tests (every registered family, every mixer option),
+and a check that each variant really is a distinct model.
+
+The family list comes from the registry: the tests register the toy family of docs/extending.md
+(tests/toy_family.py), and any family without option variants below is tested at its defaults."""
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 
+import toy_family  # noqa: F401  (registers "running_mean": the registry-driven tests must pick it up)
 from pretrain.config import ModelConfig
+from pretrain.models.registry import family_names
+from stackcore.config import ConfigError
 
 TINY = dict(d_model=32, n_layers=2, n_ctx=16, vocab_size=97)
 
-# (id, overrides): each mixer option alone, a few combinations, and the two transformers.
-VARIANTS = [
+# (id, overrides): each mixer option alone, a few combinations, and the transformers' options.
+OPTION_VARIANTS = [
     ("mixer", dict(family="mixer")),
     ("mixer-heads4", dict(family="mixer", heads=4)),
     ("mixer-expansion1", dict(family="mixer", expansion=1)),
@@ -27,9 +33,13 @@ VARIANTS = [
     ("mixer-linear-heads-exp", dict(family="mixer", linear=True, heads=2, expansion=1)),
     ("llama", dict(family="llama", heads=4)),
     ("llama-tied", dict(family="llama", heads=2, tie_embeddings=True)),
+    ("llama-nonorm", dict(family="llama", heads=4, norm=False)),
+    ("llama-noresidual", dict(family="llama", heads=2, residual=False)),
     ("gpt", dict(family="gpt", heads=4)),
     ("gpt-dropout", dict(family="gpt", heads=2, dropout=0.1)),
 ]
+VARIANTS = OPTION_VARIANTS + [(name, dict(family=name)) for name in family_names()
+                              if name not in {v[1]["family"] for v in OPTION_VARIANTS}]
 MIXER_VARIANTS = [v for v in VARIANTS if v[1]["family"] == "mixer"]
 
 
@@ -37,6 +47,22 @@ def tiny_config(**overrides) -> ModelConfig:
     cfg = ModelConfig(**{**TINY, **overrides})
     cfg.validate()
     return cfg
+
+
+def family_config(family: str, heads: int = 2, **overrides) -> ModelConfig:
+    """A tiny config of any registered family with `heads` heads where the family has heads (its
+    validation refuses them otherwise, as the toy family's does), so generic tests need no family names."""
+    try:
+        return tiny_config(family=family, heads=heads, **overrides)
+    except ConfigError as exc:
+        if "model.heads" not in str(exc):
+            raise
+        return tiny_config(family=family, **overrides)
+
+
+def test_every_registered_family_has_a_variant_and_the_toy_family_is_picked_up():
+    assert {v[1]["family"] for v in VARIANTS} == set(family_names())
+    assert "running_mean" in family_names()
 
 
 def variant_params(variants=VARIANTS):

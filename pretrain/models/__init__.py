@@ -1,30 +1,28 @@
-"""Models behind one interface: `build_model(cfg.model)` for family "mixer" | "llama" | "gpt".
+"""Models behind one interface: `build_model(cfg.model)` for any registered family (mixer, llama, gpt,
+... see `pretrain/models/registry.py` and docs/extending.md).
 
 See `pretrain/models/common.py` for the interface and `pretrain/models/flops.py` for FLOPs,
-parameter counts and memory (they need only the config)."""
+parameter counts and memory (they need only the config). Importing this package does not import torch."""
 from __future__ import annotations
 
-from stackcore.config import ConfigError
+from collections.abc import Mapping
 
-FAMILIES = ("mixer", "llama", "gpt")
+from pretrain.models.registry import family_names, get_family
 
 
 def build_model(cfg):
-    """Builds a model from a `pretrain.config.ModelConfig` (or a RunConfig: its .model is used)."""
+    """Builds a model from a `pretrain.config.ModelConfig`, a RunConfig (its .model is used) or a
+    plain mapping of the `[model]` section (`build_model({"family": "mixer", "d_model": 64})`, checked
+    like the TOML: unknown keys and bad values raise ConfigError)."""
+    if isinstance(cfg, Mapping):
+        from pretrain.config import RunConfig
+        from stackcore.config import from_dict
+        cfg = from_dict(RunConfig, {"model": dict(cfg)}).model  # errors name the key as model.<key>
     cfg = getattr(cfg, "model", cfg)
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         validate()
-    if cfg.family == "mixer":
-        from pretrain.models.mixer import MaskedMixer
-        return MaskedMixer(cfg)
-    if cfg.family == "llama":
-        from pretrain.models.llama import Llama
-        return Llama(cfg)
-    if cfg.family == "gpt":
-        from pretrain.models.gpt import GPT
-        return GPT(cfg)
-    raise ConfigError(f"model.family must be one of {list(FAMILIES)}, got {cfg.family!r}")
+    return get_family(cfg.family).model_class()(cfg)
 
 
-__all__ = ["build_model", "FAMILIES"]
+__all__ = ["build_model", "family_names", "get_family"]

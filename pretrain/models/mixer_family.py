@@ -1,0 +1,84 @@
+"""The masked mixer's family record: its cost model (FLOPs, parameters, saved activations per term)
+and the options it implements. Torch-free; the model itself is pretrain/models/mixer.py.
+
+One method per term, so a new mixing option (an implementation, a structured matrix) changes the
+terms it affects and nothing else."""
+from __future__ import annotations
+
+from pretrain.models.registry import CostModel, Family
+
+
+class MixerCost(CostModel):
+    # --- forward FLOPs per token, one block ---------------------------------------------------
+    def sequence_flops(self, cfg, t: int) -> float:
+        """Masked mixing, dense: expansion is an e*T x k*T stage then a T x e*T stage; else one
+        T x k*T matrix."""
+        k, e, d = cfg.kernel, cfg.expansion, cfg.d_model
+        return 2 * e * t * d * (k + 1) if e > 0 else 2 * k * t * d
+
+    def projection_flops(self, cfg) -> float:
+        return 4 * cfg.d_model * cfg.d_model if cfg.heads > 1 else 0  # head_in, head_out
+
+    def ffn_flops(self, cfg) -> float:
+        d = cfg.d_model
+        return 2 * d * d if cfg.linear else 4 * cfg.ffn_mult * d * d
+
+    def layer_flops(self, cfg, t: int) -> dict[str, float]:
+        return {"sequence": self.sequence_flops(cfg, t), "projections": self.projection_flops(cfg),
+                "ffn": self.ffn_flops(cfg)}
+
+    # --- parameters ---------------------------------------------------------------------------
+    def mixing_params(self, cfg) -> int:
+        """Per head: expand = e x k blocks of n x n plus e*n biases, contract = 1 x e blocks plus n;
+        without expansion one 1 x k stack plus n biases."""
+        h, k, e, n = cfg.heads, cfg.kernel, cfg.expansion, cfg.n_ctx
+        if e > 0:
+            return h * (e * k * n * n + e * n + e * n * n + n)
+        return h * (k * n * n + n)
+
+    def projection_params(self, cfg) -> int:
+        d = cfg.d_model
+        return 2 * (d * d + d) if cfg.heads > 1 else 0
+
+    def ffn_params(self, cfg) -> int:
+        d, m = cfg.d_model, cfg.ffn_mult
+        return d * d + d if cfg.linear else 2 * m * d * d + m * d + d
+
+    def uses_norms(self, cfg) -> bool:
+        return cfg.norm and not cfg.linear
+
+    def block_params(self, cfg) -> int:
+        norms = 4 * cfg.d_model if self.uses_norms(cfg) else 0  # two LayerNorms, weight + bias
+        return self.mixing_params(cfg) + self.projection_params(cfg) + self.ffn_params(cfg) + norms
+
+    def final_params(self, cfg) -> int:
+        return 2 * cfg.d_model if cfg.final_norm and not cfg.linear else 0
+
+    # --- activations saved for backward (fp32 eager; tests keep these exact) -------------------
+    def mixing_matrices(self, cfg) -> int:
+        """Masked n x n matrices per layer (all heads, both expansion stages, all kernel taps)."""
+        k, e = cfg.kernel, cfg.expansion
+        return cfg.heads * (e * k + e if e > 0 else k)
+
+    def layer_activation_values(self, cfg, t: int) -> float:
+        k, e, m, d = cfg.kernel, cfg.expansion, cfg.ffn_mult, cfg.d_model
+        norm = self.uses_norms(cfg)
+        per_td = k + (2 if cfg.heads > 1 else 0) + (e if cfg.linear else 2 * e)
+        per_td += 1 if cfg.linear else 1 + 2 * m  # FFN input (+ hidden before/after GELU)
+        per_td += 2 if norm else 0                # LayerNorm inputs
+        matrices = self.mixing_matrices(cfg)
+        if cfg.softmax:  # masked_fill keeps one bool T x T mask per masked-matrix module
+            matrices += 0.25 * (2 if e > 0 else 1)
+        return per_td * t * d + matrices * t * t + (4 * t if norm else 0)
+
+    def head_activation_values(self, cfg, t: int) -> float:
+        head = super().head_activation_values(cfg, t)
+        return head + (t * cfg.d_model + 2 * t if cfg.final_norm and not cfg.linear else 0)  # final LN
+
+
+MIXER = Family(
+    name="mixer", model="pretrain.models.mixer:MaskedMixer", cost=MixerCost(),
+    options=frozenset({"expansion", "kernel", "softmax", "norm", "residual", "linear", "final_norm"}),
+    refusals={"dropout": "the mixer has no dropout", "rope_theta": "the mixer has no positional encoding"},
+    planner_heads=(1,),  # the paper's flat mixer
+    description="masked mixer (arXiv 2409.01482): learned causal n_ctx x n_ctx token mixing")
