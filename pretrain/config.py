@@ -29,6 +29,8 @@ class ModelConfig:
     heads: int = 1  # mixer: 1 = the flat (single-head) mixer
     ffn_mult: int = 4
     tie_embeddings: bool = False
+    # predict t+1 from every token but t+1: two streams built from the family (pretrain/models/bidirectional.py)
+    bidirectional: bool = False
     final_norm: bool = False  # the original mixer had none before the lm_head
     # mixer options
     expansion: int = 0  # 0 = one masked matrix; e >= 1 = Conv(n -> e*n) -> GELU -> Conv(e*n -> n)
