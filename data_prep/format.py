@@ -110,15 +110,37 @@ def read_manifest(prep_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def shard_paths(prep_dir: str | Path, manifest: dict[str, Any], split: str) -> list[Path]:
-    """The shards of one split in manifest (deterministic) order; a missing file is an error."""
-    out = []
+def shard_repair_hint(path: str | Path, task: int) -> str:
+    """How to rebuild one shard: the steps `data_prep verify` asks for, spelled out for this shard."""
+    prep_dir = Path(path).parent
+    return (f"check the whole prep with `python -m data_prep verify {prep_dir}`, then delete {Path(path).name} "
+            f"and its task's marker {prep_dir / 'tasks' / f'{task:05d}.json'} and re-run its task with "
+            f"`python -m data_prep tokenize ... --out {prep_dir} --resume`")
+
+
+def check_shard_file(path: str | Path, expected_bytes: int | None, task: int) -> Path:
+    """`path`, refused when it is missing or its size differs from the manifest's record (None: a
+    hand-written manifest without sizes, only presence is checked). A stat only:
+    cheap enough for every run start and every shard open (the sha256 is `data_prep verify`'s job).
+    Why: a truncated tar reads fine up to the cut, so a loader would train on its head and die late."""
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path}: shard listed in the manifest is missing; restore it, or "
+                          + shard_repair_hint(path, task))
+    size = path.stat().st_size
+    if expected_bytes is not None and size != expected_bytes:
+        raise FormatError(f"{path}: {size} bytes but the manifest records {expected_bytes}: the shard is "
+                          "truncated or damaged (disk trouble, a partial copy); " + shard_repair_hint(path, task))
+    return path
+
+
+def check_shard_sizes(prep_dir: str | Path, manifest: dict[str, Any]) -> None:
+    """Every shard of the manifest present with its recorded size (see check_shard_file)."""
     for shard in manifest["shards"]:
-        if shard["split"] != split:
-            continue
-        path = Path(prep_dir) / shard["name"]
-        if not path.is_file():
-            raise FormatError(f"{path}: shard listed in the manifest is missing; restore it or re-run "
-                              f"`python -m data_prep tokenize ... --out {prep_dir} --resume`")
-        out.append(path)
-    return out
+        check_shard_file(Path(prep_dir) / shard["name"], shard.get("bytes"), int(shard.get("task", 0)))
+
+
+def shard_paths(prep_dir: str | Path, manifest: dict[str, Any], split: str) -> list[Path]:
+    """The shards of one split in manifest (deterministic) order; a missing or resized file is an error."""
+    return [check_shard_file(Path(prep_dir) / shard["name"], shard.get("bytes"), int(shard.get("task", 0)))
+            for shard in manifest["shards"] if shard["split"] == split]

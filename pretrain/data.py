@@ -15,6 +15,7 @@ Design (why it is shaped like this):
 """
 from __future__ import annotations
 
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,7 +25,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import tarfile_samples
 
-from data_prep.format import FormatError, decode_sample, read_manifest, shard_paths
+from data_prep.format import (FormatError, check_shard_file, check_shard_sizes, decode_sample, read_manifest,
+                               shard_paths, shard_repair_hint)
+from pretrain.lifeline import die_with_parent
 
 IGNORE = -100
 
@@ -43,10 +46,13 @@ class StreamSpec:
     dtype: str
     shuffle_buffer: int
     micro_batch: int
+    shard_bytes: tuple[int | None, ...]  # the manifest's sizes, checked again whenever a shard is opened
+    shard_tasks: tuple[int, ...]  # the prep task of each shard (named in the repair hint)
 
 
 def check_manifest(prep_dir: str | Path, model_cfg, data_cfg) -> dict[str, Any]:
-    """The manifest of `prep_dir`, refused (clear error) when tokenizer or vocabulary do not fit the model."""
+    """The manifest of `prep_dir`, refused (clear error) when tokenizer or vocabulary do not fit the model
+    or a shard is missing or not the size the manifest records (before any training on it)."""
     if not data_cfg.path:
         raise FormatError("data.path is empty: set it to a data_prep output directory "
                           "(--data.path DIR, made by `python -m data_prep tokenize ... --out DIR`)")
@@ -59,6 +65,7 @@ def check_manifest(prep_dir: str | Path, model_cfg, data_cfg) -> dict[str, Any]:
         raise FormatError(f"{where}: tokenizer {manifest['tokenizer']!r} has {manifest['vocab_size']} tokens "
                           f"(eos {manifest['eos_id']}) but model.vocab_size={model_cfg.vocab_size}; use the "
                           "model config of this tokenizer or re-prep the data with the model's tokenizer")
+    check_shard_sizes(prep_dir, manifest)
     return manifest
 
 
@@ -100,13 +107,22 @@ class Stream:
         return np.random.default_rng([self.spec.seed, self.epoch]).permutation(len(self.spec.shards))
 
     def _open(self) -> None:
-        path = self.spec.shards[self._order()[self.cursor]]
-        if not Path(path).is_file():
-            raise FormatError(f"{path}: shard listed in the manifest is missing; restore it or re-run "
-                              "`python -m data_prep tokenize ... --resume`")
-        self._samples = iter(tarfile_samples([{"url": path}]))
+        at = self._order()[self.cursor]
+        # again here, not only at the start: a long run opens a shard hours after the start check
+        check_shard_file(self.spec.shards[at], self.spec.shard_bytes[at], self.spec.shard_tasks[at])
+        self._path, self._task = self.spec.shards[at], self.spec.shard_tasks[at]
+        self._samples = iter(tarfile_samples([{"url": self._path}]))
         for _ in range(self.offset):  # resume: skip (not decode) the samples already read
-            next(self._samples)
+            self._read_sample()
+
+    def _read_sample(self) -> dict[str, Any] | None:
+        """The next webdataset sample of the open shard (None at its end); tar damage the size check
+        cannot see (same size, bad bytes) becomes an error naming the shard and the repair."""
+        try:
+            return next(self._samples, None)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise FormatError(f"{self._path}: unreadable tar ({type(exc).__name__}: {exc}); the shard is "
+                              f"damaged; {shard_repair_hint(self._path, self._task)}") from None
 
     def _next_documents(self) -> list[np.ndarray]:
         """The documents of the next sample of this stream (wrapping epochs)."""
@@ -114,7 +130,7 @@ class Stream:
         while True:
             if self._samples is None:
                 self._open()
-            sample = next(self._samples, None)
+            sample = self._read_sample()
             if sample is None:
                 self._samples, self.offset = None, 0
                 self.cursor += 1
@@ -183,6 +199,11 @@ def _identity(x):
     return x
 
 
+def _worker_init(_worker_id: int) -> None:
+    # a worker outlives a SIGKILLed rank by up to torch's 5 s status poll; with this it goes at once
+    die_with_parent()
+
+
 class _RankStreams(IterableDataset):
     """Yields (stream id, micro-batch, stream state after it) for this rank's streams in the order
     micro-batches are consumed (starting at local stream `start`); worker w of n owns the positions
@@ -208,6 +229,7 @@ class TrainLoader:
     def __init__(self, cfg, rank: int, world: int, states: dict[int, dict] | None = None, consumed: int = 0):
         data, n_ctx = cfg.data, cfg.model.n_ctx
         manifest = check_manifest(data.path, cfg.model, data)
+        records = [s for s in manifest["shards"] if s["split"] == "train"]
         shards = tuple(str(p) for p in shard_paths(data.path, manifest, "train"))
         if not shards:
             raise FormatError(f"{Path(data.path) / 'manifest.json'}: no train shards; re-run data_prep")
@@ -219,7 +241,8 @@ class TrainLoader:
         self.local = list(range(rank, n_streams, world))
         self.specs = [StreamSpec(shards, s, n_streams, cfg.run.seed, n_ctx, data.mode, data.pad_side,
                                  int(manifest["eos_id"]), manifest["dtype"], data.shuffle_buffer,
-                                 cfg.train.micro_batch) for s in self.local]
+                                 cfg.train.micro_batch, tuple(r.get("bytes") for r in records),
+                                 tuple(int(r.get("task", 0)) for r in records)) for s in self.local]
         self.states = {spec.stream: (states or {}).get(spec.stream) or new_state(spec) for spec in self.specs}
         self.workers = data.workers
         self.consumed = consumed  # micro-batches taken by this rank: where the round-robin over streams is
@@ -234,7 +257,7 @@ class TrainLoader:
             return _round_robin(streams[start:] + streams[:start])
         ds = _RankStreams(self.specs, [self.states[s] for s in self.local], start)
         return iter(DataLoader(ds, batch_size=None, num_workers=self.workers, collate_fn=_identity,
-                               prefetch_factor=4, persistent_workers=False))
+                               prefetch_factor=4, persistent_workers=False, worker_init_fn=_worker_init))
 
     def __iter__(self):
         return self

@@ -11,6 +11,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from pretrain.lifeline import tie_to_launcher
+
 
 _SELF_MADE = "MIXERSTACK_SELF_WORLD"
 
@@ -43,7 +45,9 @@ def _pick_device(kind: str, local_rank: int) -> torch.device:
 
 
 def init(device: str = "auto", timeout_s: int = 1800) -> World:
-    """Joins (or creates) the process group; idempotent."""
+    """Joins (or creates) the process group; idempotent. A rank started by a launcher dies with it."""
+    if "RANK" in os.environ and os.environ.get(_SELF_MADE) != "1":
+        tie_to_launcher()  # first: a launcher SIGKILLed during the heavy setup below leaves no orphan
     if "RANK" not in os.environ:
         # a bare `python -m pretrain.train` (or a later in-process run): a world of one on a fresh port
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
