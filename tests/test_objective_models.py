@@ -143,3 +143,22 @@ def test_wrapper_flops_match_flop_counter(system, overrides):
     ids = random_ids(cfg)
     tokens = ids.numel()
     assert measured(model, ids, ids) == pytest.approx(of.training(analytic) * tokens, rel=0.02)
+
+
+@family_params(FAMILIES)
+def test_bidirectional_flag_builds_two_streams_and_counts_them(overrides):
+    from pretrain.models.bidirectional import BidirectionalMixer, BidirectionalStacks
+    from pretrain.models.flops import training_flops_per_token
+    cfg = tiny_config(bidirectional=True, **overrides)
+    model = build_model(cfg)
+    assert isinstance(model, BidirectionalMixer if cfg.family == "mixer" else BidirectionalStacks)
+    assert training_flops_per_token(cfg) == of.training(of.bidirectional_forward_flops(cfg))
+    causal = tiny_config(**overrides)
+    head = 3 * 2 * cfg.d_model * cfg.vocab_size
+    assert training_flops_per_token(cfg) - head == 2 * (training_flops_per_token(causal) - head)
+
+
+def test_bidirectional_refuses_a_softmax_mixer_naming_the_keys():
+    from stackcore.config import ConfigError
+    with pytest.raises(ConfigError, match="model.bidirectional.*model.softmax = false"):
+        build_model(tiny_config(family="mixer", softmax=True, bidirectional=True))

@@ -22,6 +22,9 @@ def build_model(cfg):
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         validate()
+    if getattr(cfg, "bidirectional", False):  # a wrapper of two streams, each built from the family
+        from pretrain.models.bidirectional import build_bidirectional
+        return build_bidirectional(cfg)
     return get_family(cfg.family).model_class()(cfg)
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from pretrain.models.common import CausalLMOutput, next_token_loss
 from pretrain.models.mixer import MaskedMatrix, MaskedMixer, TokenMixing
+from stackcore.config import ConfigError
 
 REVERSE_OFFSET = 2  # the reverse stream starts at t+2: t+1 is the target
 
@@ -30,6 +31,9 @@ def _reverse_masks(mixing: TokenMixing, n_ctx: int) -> None:
     >= t+2; a second (expansion) stage reads stage-one rows >= t, so the product still starts at t+2."""
     stages = [m for m in mixing.modules() if isinstance(m, MaskedMatrix)]
     for i, stage in enumerate(stages):
+        if getattr(stage, "mixing", "full") != "full":  # e.g. Toeplitz: one weight per distance, no matrix
+            raise ConfigError(f"model.bidirectional needs full n_ctx x n_ctx mixing matrices to re-mask, got "
+                              f"{stage.mixing!r} mixing; use the default mixing or model.bidirectional = false")
         offset = REVERSE_OFFSET if i == 0 else 0
         stage.mask = torch.ones(n_ctx, n_ctx).triu(diagonal=offset).to(stage.mask)
 
@@ -51,7 +55,7 @@ class BidirectionalMixer(nn.Module):
     def __init__(self, model_cfg):
         super().__init__()
         if model_cfg.softmax:
-            raise ValueError("model.bidirectional with model.softmax: the reverse stream's last two rows "
+            raise ConfigError("model.bidirectional with model.softmax: the reverse stream's last two rows "
                              "have no entry to normalise over; set model.softmax = false")
         self.cfg, self.n_ctx = model_cfg, model_cfg.n_ctx
         self.forward_model = MaskedMixer(unidirectional(model_cfg))

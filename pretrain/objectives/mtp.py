@@ -1,0 +1,84 @@
+"""mtp: multi-token prediction. The model (any registered family) is a trunk with `predict` = k heads;
+head i predicts token t+1+i at position t, and the training loss is the sum of the k heads' losses.
+The paper ran k forward passes (pass i on shift 1+i, losses summed); this is the shared-trunk form
+(one trunk pass, k lm_heads), see `pretrain.models.multi_token`. Validation reports the NEXT-token loss
+of head 0 as val_loss, so MTP runs sit beside plain runs in `eval compare`; the other heads' losses
+are val_head{i}_loss.
+
+    [objective]
+    name = "mtp"
+    predict = 4
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pretrain.objectives import register
+from pretrain.objectives.base import Objective, bits_per_byte
+from pretrain.objectives.next_token import IGNORE_INDEX, cross_entropy, split_pairs
+from stackcore.config import ConfigError
+
+
+@dataclass
+class MtpOptions:
+    predict: int = 2  # tokens predicted per position: t+1 .. t+predict
+
+
+@register
+class MultiTokenPrediction(Objective):
+    name = "mtp"
+    Options = MtpOptions
+
+    def check(self) -> None:
+        super().check()
+        k, n_ctx = self.options.predict, self.cfg.model.n_ctx
+        if not 1 <= k < n_ctx:
+            raise ConfigError(f"objective.predict must be in [1, model.n_ctx) = [1, {n_ctx}), got {k}")
+        if getattr(self.cfg.model, "bidirectional", False):
+            raise ConfigError("objective 'mtp' with model.bidirectional = true: the bidirectional model reads "
+                              "token t+2, which head 1 must predict; set model.bidirectional = false")
+
+    def build_model(self) -> torch.nn.Module:
+        from pretrain.models import build_model
+        from pretrain.models.multi_token import MultiTokenHeads
+        return MultiTokenHeads(build_model(self.cfg.model), self.options.predict)
+
+    def flops_per_sample(self, model_cfg=None) -> float:
+        from pretrain.models.objective_flops import multi_token_forward_flops, training
+        model_cfg = model_cfg or self.cfg.model
+        per_token = multi_token_forward_flops(model_cfg, self.options.predict, n_ctx=model_cfg.n_ctx)
+        return training(per_token) * model_cfg.n_ctx
+
+    def loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, labels = split_pairs(batch)
+        return model(inputs, labels=labels).loss, (labels != IGNORE_INDEX).sum()
+
+    def eval_sums(self, model, batch) -> dict[str, float]:
+        from pretrain.models.multi_token import shifted_labels
+        inputs, labels = split_pairs(batch)
+        out = model(inputs, labels=labels)
+        sums = {"nats": cross_entropy(out.logits, labels, reduction="sum").item(),
+                "targets": int((labels != IGNORE_INDEX).sum())}
+        for i in range(1, self.options.predict):
+            shifted = shifted_labels(labels, i)
+            count = int((shifted != IGNORE_INDEX).sum())
+            sums[f"head{i}_nats"] = out.head_losses[i].item() * count
+            sums[f"head{i}_targets"] = count
+        return sums
+
+    def sum_keys(self) -> list[str]:
+        keys = ["nats", "targets"]
+        for i in range(1, self.options.predict):
+            keys += [f"head{i}_nats", f"head{i}_targets"]
+        return keys
+
+    def metrics(self, sums: dict[str, float], val) -> dict[str, Any]:
+        nats, targets = sums.get("nats", 0.0), int(sums.get("targets", 0))
+        out = {"val_loss": nats / max(targets, 1), "val_tokens": targets,
+               "val_bpb": bits_per_byte(nats, targets, getattr(val, "bytes_per_token", None))}
+        for i in range(1, self.options.predict):
+            out[f"val_head{i}_loss"] = sums.get(f"head{i}_nats", 0.0) / max(sums.get(f"head{i}_targets", 0), 1)
+        return out
