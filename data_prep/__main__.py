@@ -18,18 +18,18 @@ import signal
 import sys
 import time
 
-from stackcore.config import ConfigError
+from stackcore.errors import run_cli
 
 USAGE = __doc__
 
 
-def _errors():
-    from data_prep.format import FormatError
+def _bad_input() -> tuple[type[BaseException], ...]:
+    """data_prep's own user errors that do not derive from UserError yet, and a missing path argument:
+    all are bad input (exit 2), not a crash."""
     from data_prep.readers import InputError
     from data_prep.tasks import PrepError
-    from data_prep.tokenizer import TokenizerError
 
-    return (ConfigError, FormatError, InputError, PrepError, TokenizerError, FileNotFoundError)
+    return (InputError, PrepError, FileNotFoundError)
 
 
 def cmd_tokenize(argv: list[str], plan_only: bool = False) -> int:
@@ -163,11 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown command {argv[0]!r}" + (f"; did you mean {close[0]!r}?" if close else "") +
               f"\n{USAGE}", file=sys.stderr)
         return 2
-    try:
-        return command(argv[1:])
-    except _errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_cli(lambda: command(argv[1:]), bad_input=_bad_input())
 
 
 if __name__ == "__main__":

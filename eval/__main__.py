@@ -1,8 +1,11 @@
-"""`python -m eval COMMAND ...`: each command is a module of this package with `main(argv) -> int`."""
+"""`python -m eval COMMAND ...`: each command is a module of this package with `main(argv) -> int`;
+a UserError (or a missing file) of any command is `error: message` and exit 2."""
 from __future__ import annotations
 
 import importlib
 import sys
+
+from stackcore.errors import run_cli
 
 COMMANDS = {
     "flops": ("eval.flops_cli", "params, FLOPs/token, FLOPs/step and memory of a config"),
@@ -26,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<15} {help_}")
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     module = importlib.import_module(COMMANDS[argv[0]][0])
-    return int(module.main(argv[1:]) or 0)
+    return run_cli(lambda: module.main(argv[1:]), bad_input=(FileNotFoundError,))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from stackcore import rundir
+from stackcore.errors import UserError
 
 # x-axis name on the command line -> key in metrics.jsonl
 AXES = {"flops": "flops", "tokens": "tokens", "time": "wall_s"}
@@ -24,7 +25,7 @@ AXIS_LABELS = {"flops": "training FLOPs (dense, model accounting)", "tokens": "t
 _NOT_CONFIGURATION = ("run", "checkpoint", "log", "slurm")
 
 
-class CompareError(ValueError):
+class CompareError(UserError, ValueError):
     """Runs that cannot be compared (different validation data or tokenizer, no validation points...)."""
 
 

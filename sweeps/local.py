@@ -11,9 +11,9 @@ from sweeps.grid import expand, is_finished, load_grid
 def run_local(grid_path: str | Path, only: list[str] | None = None) -> dict[str, int]:
     """Every unfinished run of the grid (or those named in `only`) through pretrain.train.main.
     Returns {run name: exit code}."""
-    from pretrain.train import main as train_main  # torch: only when something is trained
+    grid = load_grid(grid_path)  # a bad grid fails before torch is imported
+    from pretrain.train import main as train_main
 
-    grid = load_grid(grid_path)
     codes: dict[str, int] = {}
     for name, argv in expand(grid_path):
         if only and name not in only:

@@ -190,10 +190,10 @@ def test_train_tokenizer_matches_trainer_on_held_out_text(tmp_path, shared_data)
 
 
 def test_config_errors_name_the_closest_key(tmp_path, capsys):
-    assert prep_main(["tokenize", "--input", "builtin:python-docs", "--out", str(tmp_path), "--workrs", "2"]) == 1
+    assert prep_main(["tokenize", "--input", "builtin:python-docs", "--out", str(tmp_path), "--workrs", "2"]) == 2
     assert "unknown key 'workrs': did you mean 'workers'?" in capsys.readouterr().err
     assert prep_main(["tokenize", "--input", "builtin:python-docs", "--out", str(tmp_path),
-                      "--val-fraction", "abc"]) == 1
+                      "--val-fraction", "abc"]) == 2
     assert "val_fraction: expected a number" in capsys.readouterr().err
     from data_prep.config import PrepConfig
     from stackcore.config import load_config

@@ -49,7 +49,7 @@ def write_jsonl_with(tmp_path, good_jsonl, bad_line: bytes, at: int = 5):
 
 def test_malformed_json_line(tmp_path, good_jsonl, capsys):
     bad = write_jsonl_with(tmp_path, good_jsonl, b'{"text": "unterminated')
-    assert run(tmp_path, [bad]) == 1
+    assert run(tmp_path, [bad]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:6: malformed JSON" in err and "--on-error skip" in err
     entry = check_skip(tmp_path, [bad], "bad.jsonl", {"malformed_json": 1})
@@ -58,12 +58,12 @@ def test_malformed_json_line(tmp_path, good_jsonl, capsys):
 
 def test_invalid_utf8_in_jsonl_and_txt(tmp_path, good_jsonl, capsys):
     bad = write_jsonl_with(tmp_path, good_jsonl, b'{"text": "caf\xe9 latin-1, not UTF-8"}', at=2)
-    assert run(tmp_path, [bad]) == 1
+    assert run(tmp_path, [bad]) == 2
     assert f"{bad}:3: line is not valid UTF-8" in capsys.readouterr().err
     check_skip(tmp_path, [bad], "bad.jsonl", {"invalid_utf8": 1})
     txt = tmp_path / "bad.txt"
     txt.write_bytes(b"A fine paragraph.\n\nA bad \xff\xfe paragraph\nstill bad.\n\n\nAnother fine one.\n")
-    assert run(tmp_path, [txt], out="txt") == 1
+    assert run(tmp_path, [txt], out="txt") == 2
     assert f"{txt}:3: line 3 is not valid UTF-8" in capsys.readouterr().err
     entry = check_skip(tmp_path, [txt], "bad.txt", {"invalid_utf8": 1})
     assert entry["written"] == 2
@@ -74,7 +74,7 @@ def test_missing_text_column_parquet_and_jsonl(tmp_path, shared_data, good_jsonl
     table = pq.read_table(src).rename_columns(["body", "id", "url", "title"])
     renamed = tmp_path / "renamed.parquet"
     pq.write_table(table, renamed)
-    assert run(tmp_path, [renamed]) == 1
+    assert run(tmp_path, [renamed]) == 2
     err = capsys.readouterr().err
     assert f"{renamed}: no column 'text' (columns: body, id, url, title); choose one with --text-column" in err
     check_skip(tmp_path, [renamed, good_jsonl], "renamed.parquet", {"missing_text_column": 106})
@@ -83,7 +83,7 @@ def test_missing_text_column_parquet_and_jsonl(tmp_path, shared_data, good_jsonl
 
     jsonl = tmp_path / "story.jsonl"
     jsonl.write_text(json.dumps({"story": "Once upon a time.", "id": 1}) + "\n")
-    assert run(tmp_path, [jsonl], out="j") == 1
+    assert run(tmp_path, [jsonl], out="j") == 2
     assert f"{jsonl}:1: no string field 'text' (fields: id, story)" in capsys.readouterr().err
 
 
@@ -91,7 +91,7 @@ def test_corrupt_parquet_footer_and_row_group(tmp_path, shared_data, good_jsonl,
     broken = tmp_path / "broken.parquet"
     data = (shared_data / "enwiki/enwiki-sample.parquet").read_bytes()
     broken.write_bytes(data[: len(data) // 2])  # truncated download: no footer
-    assert run(tmp_path, [broken]) == 1
+    assert run(tmp_path, [broken]) == 2
     assert f"{broken}: not a readable Parquet file" in capsys.readouterr().err
     assert run(tmp_path, [broken, good_jsonl], "--on-error", "skip", out="skip1") == 0
     manifest = read_manifest(tmp_path / "skip1")
@@ -109,7 +109,7 @@ def test_corrupt_parquet_footer_and_row_group(tmp_path, shared_data, good_jsonl,
     for i in range(start + 30, start + 70):
         raw[i] ^= 0x5A
     damaged.write_bytes(bytes(raw))
-    assert run(tmp_path, [damaged], out="rg") == 1
+    assert run(tmp_path, [damaged], out="rg") == 2
     assert f"{damaged}: row group 1: corrupt data" in capsys.readouterr().err
     entry = check_skip(tmp_path, [damaged], "damaged.parquet", {"corrupt_row_group": 20})
     assert entry["written"] == 20
@@ -120,14 +120,14 @@ def test_empty_corpus_and_no_matching_files(tmp_path, capsys):
     empty.write_text("")
     blank = tmp_path / "blank.txt"
     blank.write_text("\n\n   \n")
-    assert run(tmp_path, [empty, blank]) == 1
+    assert run(tmp_path, [empty, blank]) == 2
     assert "empty corpus: no document written from 2 input(s)" in capsys.readouterr().err
-    assert run(tmp_path, [tmp_path / "nothing-*.parquet"], out="none") == 1
+    assert run(tmp_path, [tmp_path / "nothing-*.parquet"], out="none") == 2
     assert "nothing-*.parquet: matches no files" in capsys.readouterr().err
-    assert run(tmp_path, [tmp_path / "data.csv"], out="csv") == 1
+    assert run(tmp_path, [tmp_path / "data.csv"], out="csv") == 2
     assert "input file not found" in capsys.readouterr().err
     (tmp_path / "data.csv").write_text("a,b\n")
-    assert run(tmp_path, [tmp_path / "data.csv"], out="csv2") == 1
+    assert run(tmp_path, [tmp_path / "data.csv"], out="csv2") == 2
     assert "data.csv: unsupported input type" in capsys.readouterr().err
 
 
@@ -146,7 +146,7 @@ def test_hundred_megabyte_document(tmp_path, good_jsonl, capsys):
         fh.write(good_jsonl.read_text())
         fh.write(json.dumps({"text": "spam " * 20_000_000}) + "\n")  # 100 MB
         fh.write(json.dumps({"text": "A short story after the big one."}) + "\n")
-    assert run(tmp_path, [big]) == 1  # the default limit (8 MB)
+    assert run(tmp_path, [big]) == 2  # the default limit (8 MB)
     assert f"{big}:21: document of 100,000,000 bytes exceeds --max-doc-bytes" in capsys.readouterr().err
     entry = check_skip(tmp_path, [big], "big.jsonl", {"too_long": 1})
     assert entry["written"] == 21
@@ -166,13 +166,13 @@ def test_truncated_compressed_jsonl(tmp_path, shared_data, capsys):
     src = shared_data / "tinystories/train-lower.jsonl.zst"
     cut = tmp_path / "cut.jsonl.zst"
     cut.write_bytes(src.read_bytes()[:500_000])
-    assert run(tmp_path, [cut]) == 1
+    assert run(tmp_path, [cut]) == 2
     assert "cut.jsonl.zst:" in (err := capsys.readouterr().err) and "last zstd frame is incomplete" in err
     entry = check_skip(tmp_path, [cut], "cut.jsonl.zst", {"corrupt_stream": 1})
     assert entry["written"] > 1000
     gz = tmp_path / "cut.jsonl.gz"
     gz.write_bytes(gzip.compress((shared_data / "tinystories/train-head.jsonl").read_bytes())[:200_000])
-    assert run(tmp_path, [gz], out="gz") == 1
+    assert run(tmp_path, [gz], out="gz") == 2
     assert "cut.jsonl.gz:" in capsys.readouterr().err
     # two concatenated zstd frames are one valid file
     two = tmp_path / "two.jsonl.zst"
