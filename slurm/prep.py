@@ -95,12 +95,14 @@ def submit(argv: list[str]):
 
 
 def main(argv: list[str]) -> int:
+    import submitit
+
     try:
         result = submit(argv)
     except (ValueError, PrepError, OSError) as exc:  # config, input, tokenizer errors name the file and fix
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # submitit's FailedJobError: sbatch refused the array
+    except submitit.core.utils.FailedJobError as exc:  # sbatch refused the array
         print(f"error: sbatch refused the job:\n{exc}", file=sys.stderr)
         return 2
     if isinstance(result, str):
@@ -113,8 +115,6 @@ def main(argv: list[str]) -> int:
     print(f"prep: {len(array)} array elements (job {array[0].job_id.split('_')[0]}), finalize job {final.job_id}")
     if "--wait" not in argv:
         return 0
-    import submitit
-
     try:
         for job in array:
             job.results()
