@@ -13,14 +13,15 @@ from pathlib import Path
 from pretrain.config import RunConfig
 from slurm import jobs, launch, options
 from slurm.train_task import TrainTask
-from stackcore.config import ConfigError, load_config
+from stackcore.config import ConfigError, load_config, split_config_argv
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m slurm train", allow_abbrev=False,
                                 description="Submit a training run (one config file) as a Slurm job.",
-                                epilog="Other --section.key value pairs override the config, as in pretrain.train.")
-    p.add_argument("--config", required=True, help="run config TOML (its [slurm] section gives the defaults)")
+                                usage="python -m slurm train --config FILE [--section.key value ...] [launcher flags]",
+                                epilog="--config FILE is the run config (its [slurm] section gives the defaults); "
+                                       "other --section.key value pairs override it, as in pretrain.train.")
     options.add_launcher_flags(p)
     p.add_argument("--dry-run", action="store_true", help="print the sbatch script and exit")
     p.add_argument("--wait", action="store_true", help="wait for the job; exit 1 with its traceback on failure")
@@ -29,9 +30,12 @@ def parser() -> argparse.ArgumentParser:
 
 def resolve(argv: list[str]) -> tuple[argparse.Namespace, list[str], RunConfig]:
     """(launcher args, the trainer's argv, the resolved config)."""
-    args, overrides = parser().parse_known_args(argv)
+    args, rest = parser().parse_known_args(argv)
+    config, overrides = split_config_argv(rest)  # the one --config / --section.key value convention
+    if config is None:
+        raise ConfigError("slurm train needs the run config: --config FILE.toml")
     overrides += options.flag_overrides(args)
-    config = str(Path(args.config).resolve())
+    config = str(Path(config).resolve())
     cfg = load_config(RunConfig, config, overrides)
     return args, ["--config", config, *overrides], cfg
 
