@@ -1,7 +1,14 @@
 """Checkpoints: `checkpoints/stepNNNNNNNN/` = a DeepSpeed checkpoint (any ZeRO stage) + one loader-state
 file per data stream + meta.json (train state, file sizes). Written under `.partial-stepN` and renamed by
 rank 0 after every rank finished, so a half-written checkpoint is never picked up; the `latest` pointer
-is rewritten atomically; only the last `keep` are kept."""
+is rewritten atomically; only the last `keep` are kept.
+
+Another world size: ZeRO 1-3 shard the optimizer state per rank, so a checkpoint saved by N ranks does
+not load on M. Every save carries DeepSpeed's universal-checkpoint info; resuming at another world size
+converts the checkpoint once with DeepSpeed's own tool (deepspeed.checkpoint.ds_to_universal) into
+`stepN/ds-universal/` (built under a temporary name, renamed when complete) and loads that with
+DeepSpeed's `load_universal`. With the same data.streams the resumed run sees the same global batches,
+so its losses continue the uninterrupted run's (tests/test_elastic_resume.py)."""
 from __future__ import annotations
 
 import json
@@ -22,6 +29,9 @@ STEP_DIR = re.compile(r"^step(\d{8})$")
 LATEST = "latest"
 META = "meta.json"
 DS_TAG = "ds"
+UNIVERSAL_TAG = "ds-universal"
+# what ds_to_universal requires in the model-states file (DeepSpeed's own key and current version)
+UNIVERSAL_INFO = {"universal_checkpoint_info": {"universal_checkpoint_version": 0.4}}
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -47,7 +57,7 @@ def save(engine, root: Path, step: int, train_state: dict[str, Any], loader_stat
     if world.is_main and partial.exists():
         shutil.rmtree(partial)  # leftover of a killed save
     barrier()
-    engine.save_checkpoint(str(partial), tag=DS_TAG, save_latest=False)
+    engine.save_checkpoint(str(partial), tag=DS_TAG, client_state=UNIVERSAL_INFO, save_latest=False)
     for stream, state in loader_states.items():
         save_stream_state(partial / f"loader-stream{stream:05d}.npz", state)
     np.save(partial / f"rng-rank{world.rank:05d}.npy", torch.get_rng_state().numpy())
@@ -55,7 +65,7 @@ def save(engine, root: Path, step: int, train_state: dict[str, Any], loader_stat
     if world.is_main:
         sizes = {str(p.relative_to(partial)): p.stat().st_size for p in sorted(partial.rglob("*")) if p.is_file()}
         atomic_write_json(partial / META, {"step": step, "train_state": train_state, "world_size": world.size,
-                                           "files": sizes})
+                                           "zero_stage": engine.zero_optimization_stage(), "files": sizes})
         if final.exists():
             shutil.rmtree(final)
         partial.rename(final)
@@ -96,22 +106,19 @@ def verify(path: Path) -> dict[str, Any]:
 
 def load(engine, path: Path, world, local_streams: list[int], zero_stage: int) -> tuple[dict[str, Any], dict[int, dict]]:
     """Restores engine (model, optimizer, scheduler), this rank's RNG and its streams' loader states.
-    ZeRO 0 checkpoints resume at any world size (with the same data.streams); ZeRO 1-3 shard the optimizer
-    per rank, so they need the world size they were saved with."""
+    Same world size (or ZeRO 0, nothing sharded): the checkpoint as saved. ZeRO 1-3 at another world
+    size: its universal form (see the module docstring); data.streams must stay the same."""
     meta = verify(path)
-    if meta["world_size"] != world.size and zero_stage > 0:
-        raise CheckpointError(f"{path}: saved by {meta['world_size']} ranks at ZeRO-{zero_stage}, resumed with "
-                              f"{world.size}; resume with {meta['world_size']} ranks, or export the weights "
-                              "(python -m pretrain.export) and start a new run")
+    elastic = meta["world_size"] != world.size and meta.get("zero_stage", zero_stage) > 0
+    tag = ensure_universal(path, world) if elastic else DS_TAG
     try:
-        loaded, _ = engine.load_checkpoint(str(path), tag=DS_TAG, load_module_strict=True,
-                                           load_optimizer_states=True, load_lr_scheduler_states=True)
+        loaded = _load_engine(engine, path, tag, universal=elastic)
     except Exception as exc:  # torch.load / shape errors: name the checkpoint and the way out
         raise CheckpointError(f"{path}: cannot load the DeepSpeed checkpoint ({type(exc).__name__}: {exc}); "
                               f"delete {path} to resume from the previous one, or pass --checkpoint.resume none"
                               ) from exc
     if loaded is None:
-        raise CheckpointError(f"{path}: DeepSpeed found no checkpoint under tag '{DS_TAG}'; the directory is corrupt")
+        raise CheckpointError(f"{path}: DeepSpeed found no checkpoint under tag '{tag}'; the directory is corrupt")
     rng = path / f"rng-rank{world.rank:05d}.npy"
     if rng.is_file():
         torch.set_rng_state(torch.from_numpy(np.load(rng, allow_pickle=False)))
@@ -123,3 +130,58 @@ def load(engine, path: Path, world, local_streams: list[int], zero_stage: int) -
                                   f"as the saved run (it had world size {meta['world_size']})")
         states[s] = load_stream_state(f)
     return {**meta["train_state"], "world_size": meta["world_size"]}, states
+
+
+def _load_engine(engine, path: Path, tag: str, universal: bool):
+    # DeepSpeed reads `checkpoint.load_universal` from its config only while loading
+    # (DeepSpeedEngine.load_universal_checkpoint()), and which checkpoint a run resumes from is known only
+    # after its engine exists; so the flag is on for this one load, not in the config the engine got.
+    config = engine._config
+    before = config.load_universal_checkpoint
+    config.load_universal_checkpoint = universal
+    try:
+        loaded, _ = engine.load_checkpoint(str(path), tag=tag, load_module_strict=True,
+                                           load_optimizer_states=True, load_lr_scheduler_states=True)
+    finally:
+        config.load_universal_checkpoint = before
+    return loaded
+
+
+def ensure_universal(path: Path, world) -> str:
+    """The tag of the universal form of checkpoint `path`, converted by rank 0 if it is not there yet
+    (once: later resumes reuse it). Every rank waits for the conversion; a failure is raised on all."""
+    target = path / UNIVERSAL_TAG
+    failure: Exception | None = None
+    if world.is_main and not target.is_dir():
+        try:
+            convert_to_universal(path / DS_TAG, target)
+        except Exception as exc:  # raised below, after the barrier: the other ranks must not hang in it
+            failure = exc
+    barrier()
+    if failure is not None or not target.is_dir():
+        raise CheckpointError(f"{path}: converting it to a universal checkpoint for a world of {world.size} "
+                              f"failed ({type(failure).__name__ if failure else 'on rank 0'}: {failure}); resume "
+                              f"with the saved world size ({json.loads((path / META).read_text())['world_size']} "
+                              "ranks), or export the weights (python -m pretrain.export) and start a new run"
+                              ) from failure
+    return UNIVERSAL_TAG
+
+
+def convert_to_universal(source: Path, target: Path) -> None:
+    """DeepSpeed's own converter (ds_to_universal), into a temporary sibling renamed when complete, so a
+    killed conversion is redone, never half-loaded."""
+    import argparse
+    import contextlib
+    import io
+
+    from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
+
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # leftover of a killed conversion
+    # one worker each: more would fork this process, which holds live process-group threads
+    args = argparse.Namespace(input_folder=str(source), output_folder=str(partial), num_extract_workers=1,
+                              num_merge_workers=1, keep_temp_folder=False, strict=True,
+                              inject_missing_state=True)  # checkpoints saved before the universal info
+    with contextlib.redirect_stdout(io.StringIO()):  # its progress lines, not the run's console
+        ds_to_universal(args)
+    partial.rename(target)
