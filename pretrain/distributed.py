@@ -82,7 +82,7 @@ def barrier() -> None:
 def shutdown() -> None:
     if dist.is_initialized():
         # Through deepspeed.comm: it also drops DeepSpeed's cached groups, which would otherwise point at
-        # the destroyed world and break the next run in this process (slurm.sweep.run_local).
+        # the destroyed world and break the next run in this process (sweeps.local.run_local).
         # (only when DeepSpeed made its backend: a run that failed before deepspeed.initialize has none)
         import sys
 
