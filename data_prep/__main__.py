@@ -68,8 +68,8 @@ def _terminate(signum, frame) -> None:
 def cmd_run_task(argv: list[str]) -> int:
     from data_prep.tasks import run_task
 
-    if len(argv) < 2:
-        print("usage: python -m data_prep run-task DIR INDEX [INDEX ...]", file=sys.stderr)
+    if len(argv) < 2 or not all(index.isdigit() for index in argv[1:]):
+        print("usage: python -m data_prep run-task DIR INDEX [INDEX ...]  (INDEX: a task number)", file=sys.stderr)
         return 2
     for index in argv[1:]:
         record = run_task(argv[0], int(index))
