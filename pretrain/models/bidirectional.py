@@ -14,13 +14,12 @@ norm and the lm_head; the last two positions get no reverse input.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 
 from pretrain.models.common import CausalLMOutput, next_token_loss
 from pretrain.models.mixer import MaskedMatrix, MaskedMixer, TokenMixing
+from pretrain.models.wrapping import family_model
 from stackcore.config import ConfigError
 
 REVERSE_OFFSET = 2  # the reverse stream starts at t+2: t+1 is the target
@@ -38,13 +37,6 @@ def _reverse_masks(mixing: TokenMixing, n_ctx: int) -> None:
         stage.mask = torch.ones(n_ctx, n_ctx).triu(diagonal=offset).to(stage.mask)
 
 
-def unidirectional(model_cfg):
-    """The same config without the bidirectional flag: the family model each stream is built from."""
-    if getattr(model_cfg, "bidirectional", False):
-        return dataclasses.replace(model_cfg, bidirectional=False)
-    return model_cfg
-
-
 def _residual(x: torch.Tensor, y: torch.Tensor, residual: bool) -> torch.Tensor:
     return x + y if residual else y
 
@@ -58,7 +50,10 @@ class BidirectionalMixer(nn.Module):
             raise ConfigError("model.bidirectional with model.softmax: the reverse stream's last two rows "
                              "have no entry to normalise over; set model.softmax = false")
         self.cfg, self.n_ctx = model_cfg, model_cfg.n_ctx
-        self.forward_model = MaskedMixer(unidirectional(model_cfg))
+        self.forward_model = family_model(model_cfg, "model.bidirectional")
+        if not isinstance(self.forward_model, MaskedMixer):
+            raise ConfigError(f"model.bidirectional: the mixer family built a {type(self.forward_model).__name__}, "
+                              "not the MaskedMixer whose blocks the two-stream form reuses")
         self.reverse_mixing = nn.ModuleList(TokenMixing(model_cfg) for _ in range(model_cfg.n_layers))
         for mixing in self.reverse_mixing:
             _reverse_masks(mixing, model_cfg.n_ctx)
@@ -99,11 +94,9 @@ class BidirectionalStacks(nn.Module):
 
     def __init__(self, model_cfg):
         super().__init__()
-        from pretrain.models import build_model
-
         self.cfg, self.n_ctx = model_cfg, model_cfg.n_ctx
-        self.forward_model = build_model(unidirectional(model_cfg))
-        self.reverse_model = build_model(unidirectional(model_cfg))
+        self.forward_model = family_model(model_cfg, "model.bidirectional")
+        self.reverse_model = family_model(model_cfg, "model.bidirectional")
         del self.reverse_model.lm_head
         self.reverse_model.final_norm = nn.Identity()
 

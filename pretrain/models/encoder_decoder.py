@@ -17,19 +17,13 @@ RoPE (Llama) and the mixer's position-aware matrices need nothing.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 
 from pretrain.models.common import IGNORE_INDEX, CausalLMOutput, next_token_loss
+from pretrain.models.wrapping import family_model
 
 BOTTLENECKS = ("last_token", "first_half")
-
-
-def _family_model(model_cfg, n_layers: int) -> nn.Module:
-    from pretrain.models import build_model  # the registry: any family that builds a CausalLM
-    return build_model(dataclasses.replace(model_cfg, n_layers=n_layers))
 
 
 class EncoderDecoder(nn.Module):
@@ -40,8 +34,9 @@ class EncoderDecoder(nn.Module):
         if bottleneck not in BOTTLENECKS:
             raise ValueError(f"bottleneck must be one of {BOTTLENECKS}, got {bottleneck!r}")
         self.cfg, self.n_ctx, self.bottleneck = model_cfg, model_cfg.n_ctx, bottleneck
-        self.encoder = _family_model(model_cfg, encoder_layers)
-        self.decoder = _family_model(model_cfg, decoder_layers)
+        purpose = "an encoder-decoder (objective 'autoencoder' / 'completion')"
+        self.encoder = family_model(model_cfg, purpose, n_layers=encoder_layers)
+        self.decoder = family_model(model_cfg, purpose, n_layers=decoder_layers)
         # Parts that would get no gradient (DeepSpeed/ZeRO dislike unused parameters). A tied lm_head
         # keeps the decoder's embedding matrix through the lm_head itself.
         del self.encoder.lm_head

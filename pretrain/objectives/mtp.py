@@ -42,9 +42,9 @@ class MultiTokenPrediction(Objective):
                               "token t+2, which head 1 must predict; set model.bidirectional = false")
 
     def build_model(self) -> torch.nn.Module:
-        from pretrain.models import build_model
         from pretrain.models.multi_token import MultiTokenHeads
-        return MultiTokenHeads(build_model(self.cfg.model), self.options.predict)
+        from pretrain.models.wrapping import family_model
+        return MultiTokenHeads(family_model(self.cfg.model, "objective 'mtp'"), self.options.predict)
 
     def flops_per_sample(self, model_cfg=None) -> float:
         from pretrain.models.objective_flops import multi_token_forward_flops, training

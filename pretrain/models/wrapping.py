@@ -1,0 +1,26 @@
+"""Building the family models a wrapper (encoder-decoder, bidirectional streams, multi-token heads) is
+made of: through the registry, so any registered family works, and checked for the parts a wrapper
+calls, so a family that lacks them fails at start naming what is missing instead of mid-step."""
+from __future__ import annotations
+
+import dataclasses
+
+from stackcore.config import ConfigError
+
+NEEDED = ("embed", "forward_blocks", "final_norm", "lm_head", "blocks")
+
+
+def family_model(model_cfg, purpose: str, **fields):
+    """build_model(model_cfg with `fields` replaced, never bidirectional), refused with a ConfigError
+    when the family model lacks the CausalLM parts that `purpose` (e.g. "objective 'autoencoder'") uses."""
+    from pretrain.models import build_model
+
+    if getattr(model_cfg, "bidirectional", False):
+        fields.setdefault("bidirectional", False)
+    model = build_model(dataclasses.replace(model_cfg, **fields) if fields else model_cfg)
+    missing = [name for name in NEEDED if not hasattr(model, name)]
+    if missing:
+        raise ConfigError(f"model.family = {model_cfg.family!r} does not support {purpose}: its model has no "
+                          f"{', '.join(missing)} (the pretrain.models.common.CausalLM interface); subclass "
+                          "CausalLM in the family's module or choose another model.family")
+    return model
