@@ -8,13 +8,16 @@ one Parquet batch or one line/document, never a whole file.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
+import msgspec
 import zstandard
 
 from data_prep.builtin_corpus import BUILTIN_PREFIX, builtin_documents
@@ -29,6 +32,10 @@ TXT_RULE_BLANK = "blank-lines"
 # (text, its UTF-8 bytes): encoded once, the bytes count bytes/token and their hash picks the split.
 # A plain tuple: a NamedTuple's constructor costs a visible share of the per-document budget.
 Document = tuple[str, bytes]
+# Many documents at once, (texts, their UTF-8 bytes): the per-document Python cost (reading, parsing,
+# checking, a tiktoken call) is what limits short-document throughput, so the hot path works on blocks.
+Block = tuple[list[str], list[bytes]]
+BLOCK_BYTES = 1 << 20  # JSON lines are read, decoded and checked this many bytes at a time
 
 
 class InputError(ValueError):
@@ -104,6 +111,20 @@ class _Reader:
             self.problem("invalid_utf8", where, f"text is not valid Unicode ({exc.reason} at {exc.start})")
             return None
 
+    def check_block(self, texts: list[str], where: Callable[[int], Where]) -> Block:
+        """`check` for many documents: the common case (none empty, too long or invalid) in a few C-level
+        passes; any doubt re-checks the block per document, so counts and errors are exactly `check`'s.
+        `where(i)` locates document i for an error."""
+        if all(texts) and not any(map(str.isspace, texts)):
+            try:
+                utf8s = list(map(str.encode, texts))  # UTF-8; raises on lone surrogates
+            except UnicodeEncodeError:
+                utf8s = None
+            if utf8s is not None and max(map(len, utf8s), default=0) <= self.max_doc_bytes:
+                return texts, utf8s
+        docs = [doc for i, text in enumerate(texts) if (doc := self.check(text, where(i))) is not None]
+        return [text for text, _ in docs], [utf8 for _, utf8 in docs]
+
 
 def _split_lines(pieces: list[bytes], data: bytes) -> Iterator[bytes]:
     """Complete lines of `data`, prefixed by the unfinished line in `pieces` (updated in place); only the
@@ -118,22 +139,56 @@ def _split_lines(pieces: list[bytes], data: bytes) -> Iterator[bytes]:
     pieces[:] = [lines[-1]]
 
 
-def zstd_lines(path: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
-    """Lines of a (multi-frame) .zst file, streamed. A truncated last frame raises ZstdError instead of
-    ending quietly (zstandard's stream_reader just stops, which would drop documents silently)."""
+def zstd_chunks(path: str, chunk_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """Decompressed data of a (multi-frame) .zst file, streamed. A truncated last frame raises ZstdError
+    instead of ending quietly (zstandard's stream_reader just stops, which would drop documents silently)."""
     with open(path, "rb") as fh:
-        decoder, fed, pieces = zstandard.ZstdDecompressor().decompressobj(), False, []
+        decoder, fed = zstandard.ZstdDecompressor().decompressobj(), False
         while chunk := fh.read(chunk_bytes):
             while chunk:
                 data, chunk, fed = decoder.decompress(chunk), b"", True
-                yield from _split_lines(pieces, data)
+                if data:
+                    yield data
                 if decoder.eof:  # a frame ended; the next one (if any) starts in unused_data
                     chunk = decoder.unused_data
                     decoder, fed = zstandard.ZstdDecompressor().decompressobj(), False
         if fed and not decoder.eof:
             raise zstandard.ZstdError("truncated file: the last zstd frame is incomplete")
-        if rest := b"".join(pieces):
-            yield rest
+
+
+def zstd_lines(path: str, chunk_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """Lines of a (multi-frame) .zst file, streamed (see zstd_chunks)."""
+    pieces: list[bytes] = []
+    for data in zstd_chunks(path, chunk_bytes):
+        yield from _split_lines(pieces, data)
+    if rest := b"".join(pieces):
+        yield rest
+
+
+def line_blocks(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Whole lines, many at a time: every block but the file's last ends with a newline. A line longer
+    than a chunk is joined once it ends (linear time)."""
+    pieces: list[bytes] = []
+    for chunk in chunks:
+        cut = chunk.rfind(b"\n") + 1
+        if not cut:
+            pieces.append(chunk)
+            continue
+        yield b"".join(pieces) + chunk[:cut] if pieces else chunk[:cut]
+        pieces = [chunk[cut:]]
+    if rest := b"".join(pieces):
+        yield rest
+
+
+@functools.lru_cache(maxsize=8)
+def _record_decoder(column: str) -> Callable[[bytes], Any]:
+    """msgspec decoder of one JSON line into an object whose `.text` is the string field `column`; other
+    fields are skipped (parsed, not built)."""
+    record = msgspec.defstruct("Record", [("text", str)], rename={"text": column})
+    return msgspec.json.Decoder(record).decode
+
+
+_TEXT = attrgetter("text")
 
 
 class JsonlReader(_Reader):
@@ -145,26 +200,61 @@ class JsonlReader(_Reader):
         with opener(self.path, "rb") as fh:
             yield from fh
 
+    def chunks(self) -> Iterator[bytes]:
+        if self.path.endswith(".zst"):
+            yield from zstd_chunks(self.path)
+            return
+        opener = gzip.open if self.path.endswith(".gz") else open
+        with opener(self.path, "rb") as fh:
+            while chunk := fh.read(BLOCK_BYTES):
+                yield chunk
+
     def __iter__(self) -> Iterator[Document]:
-        stats, check, column, loads = self.stats, self.check, self.text_column, json.loads
-        lineno = 0
+        for texts, utf8s in self.blocks():
+            yield from zip(texts, utf8s)
+
+    def blocks(self) -> Iterator[Block]:
+        decode, lineno = _record_decoder(self.text_column), 0
         try:
-            for lineno, line in enumerate(self.lines(), 1):
-                if line.isspace():
-                    continue  # blank lines are not records
-                stats.read += 1
-                try:  # the fast path; anything unusual goes through parse() for a precise error
-                    text = loads(line)[column]
-                    if type(text) is not str:
-                        raise TypeError
-                except Exception:  # noqa: BLE001
-                    text = self.parse(line, lineno)
-                if text is not None and (doc := check(text, lineno)) is not None:
-                    yield doc
+            for data in line_blocks(self.chunks()):
+                lines = data.split(b"\n")
+                if not lines[-1]:
+                    lines.pop()
+                first, lineno = lineno + 1, lineno + len(lines)
+                yield self.decode_block(data, lines, first, decode)
         except (OSError, EOFError, zstandard.ZstdError) as exc:  # truncated/corrupt .gz/.zst
-            stats.read += 1
+            self.stats.read += 1
             self.problem("corrupt_stream", lineno + 1, f"compressed stream is corrupt after line {lineno} "
                          f"({exc}); re-download the file")
+
+    def decode_block(self, data: bytes, lines: list[bytes], first: int, decode) -> Block:
+        """The fast path: one msgspec call per line, no dict, strict UTF-8 checked once for the block (msgspec
+        does not check the fields it skips; json.loads would). Anything unusual (a blank line, bad JSON,
+        a missing or non-string field) sends the block through the per-line path, which names the problem."""
+        try:
+            data.decode("utf-8")
+            texts = list(map(_TEXT, map(decode, lines)))
+        except Exception:  # noqa: BLE001 - whatever it is, line_by_line reports it precisely
+            return self.line_by_line(lines, first)
+        self.stats.read += len(texts)
+        return self.check_block(texts, lambda i: first + i)
+
+    def line_by_line(self, lines: list[bytes], first: int) -> Block:
+        stats, check, column, loads = self.stats, self.check, self.text_column, json.loads
+        docs = []
+        for lineno, line in enumerate(lines, first):
+            if not line or line.isspace():
+                continue  # blank lines are not records
+            stats.read += 1
+            try:
+                text = loads(line)[column]
+                if type(text) is not str:
+                    raise TypeError
+            except Exception:  # noqa: BLE001
+                text = self.parse(line, lineno)
+            if text is not None and (doc := check(text, lineno)) is not None:
+                docs.append(doc)
+        return [text for text, _ in docs], [utf8 for _, utf8 in docs]
 
     def parse(self, line: bytes, where: int) -> str | None:
         try:
@@ -241,6 +331,10 @@ class ParquetReader(_Reader):
         self.row_groups = row_groups
 
     def __iter__(self) -> Iterator[Document]:
+        for texts, utf8s in self.blocks():
+            yield from zip(texts, utf8s)
+
+    def blocks(self) -> Iterator[Block]:
         import pyarrow.parquet as pq
 
         try:
@@ -257,27 +351,23 @@ class ParquetReader(_Reader):
         for rg in self.row_groups:
             yield from self.row_group(pf, rg)
 
-    def row_group(self, pf, rg: int) -> Iterator[Document]:
+    def row_group(self, pf, rg: int) -> Iterator[Block]:
+        import pyarrow as pa
+
         expected = pf.metadata.row_group(rg).num_rows
         seen = 0
         try:
             for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[rg],
                                          columns=[self.text_column], use_threads=False):
                 column = batch.column(0)
-                for row, value in enumerate(column.to_pylist(), seen):
-                    self.stats.read += 1
-                    if isinstance(value, bytes):
-                        try:
-                            value = value.decode("utf-8")
-                        except UnicodeDecodeError as exc:
-                            self.problem("invalid_utf8", (rg, row), f"not UTF-8 ({exc.reason})")
-                            continue
-                    if value is None:
-                        self.problem("missing_text", (rg, row), "text is null")
-                        continue
-                    if (doc := self.check(value, (rg, row))) is not None:
-                        yield doc
-                seen += len(column)
+                values, first = column.to_pylist(), seen
+                self.stats.read += len(values)
+                seen += len(values)
+                if column.null_count == 0 and (pa.types.is_string(column.type)
+                                               or pa.types.is_large_string(column.type)):
+                    yield self.check_block(values, lambda i: (rg, first + i))
+                else:  # nulls or a binary column: row by row
+                    yield self.row_by_row(values, rg, first)
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - decompression/decoding errors from a corrupt row group
@@ -286,28 +376,71 @@ class ParquetReader(_Reader):
             self.problem("corrupt_row_group", f": row group {rg}", f"corrupt data ({type(exc).__name__}: "
                          f"{exc}); re-download the file", count=rest)
 
+    def row_by_row(self, values: list, rg: int, first: int) -> Block:
+        docs = []
+        for row, value in enumerate(values, first):
+            if isinstance(value, bytes):
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    self.problem("invalid_utf8", (rg, row), f"not UTF-8 ({exc.reason})")
+                    continue
+            if value is None:
+                self.problem("missing_text", (rg, row), "text is null")
+                continue
+            if (doc := self.check(value, (rg, row))) is not None:
+                docs.append(doc)
+        return [text for text, _ in docs], [utf8 for _, utf8 in docs]
 
-def read_documents(unit: dict, stats: InputStats, *, text_column: str, on_error: str,
-                   max_doc_bytes: int) -> Iterator[Document]:
-    """The documents of one planned unit ({"path", "kind", "row_groups"?, "part"?})."""
+
+def grouped(documents: Iterator[Document], block_bytes: int = BLOCK_BYTES) -> Iterator[Block]:
+    """Documents of a per-document reader gathered into blocks of about `block_bytes` of text."""
+    texts, utf8s, size = [], [], 0
+    for text, utf8 in documents:
+        texts.append(text)
+        utf8s.append(utf8)
+        size += len(utf8)
+        if size >= block_bytes:
+            yield texts, utf8s
+            texts, utf8s, size = [], [], 0
+    if texts:
+        yield texts, utf8s
+
+
+def _builtin_documents(unit: dict, stats: InputStats, common: dict) -> Iterator[Document]:
+    reader = _Reader(unit["path"], **common)
+    for name, text, skip_reason in builtin_documents(unit["path"], unit["part"]):
+        stats.read += 1
+        if skip_reason:
+            stats.skipped[skip_reason] += 1
+        elif (doc := reader.check(text, f" ({name})")) is not None:
+            yield doc
+
+
+def read_blocks(unit: dict, stats: InputStats, *, text_column: str, on_error: str,
+                max_doc_bytes: int) -> Iterator[Block]:
+    """The documents of one planned unit ({"path", "kind", "row_groups"?, "part"?}), many at a time.
+    A block may be empty (every document in it skipped)."""
     path, kind = unit["path"], unit["kind"]
     common = dict(stats=stats, on_error=on_error, max_doc_bytes=max_doc_bytes, text_column=text_column)
     if kind == "builtin":
-        reader = _Reader(path, **common)
-        for name, text, skip_reason in builtin_documents(path, unit["part"]):
-            stats.read += 1
-            if skip_reason:
-                stats.skipped[skip_reason] += 1
-            elif (doc := reader.check(text, f" ({name})")) is not None:
-                yield doc
+        yield from grouped(_builtin_documents(unit, stats, common))
         return
     if not Path(path).is_file():
         raise InputError(f"{path}: input file disappeared since planning; restore it or re-plan")
     if kind == "parquet":
-        yield from ParquetReader(path, row_groups=unit["row_groups"], **common)
+        yield from ParquetReader(path, row_groups=unit["row_groups"], **common).blocks()
     elif kind == "jsonl":
-        yield from JsonlReader(path, **common)
+        yield from JsonlReader(path, **common).blocks()
     elif kind == "txt":
-        yield from TxtReader(path, **common)
+        yield from grouped(iter(TxtReader(path, **common)))
     else:
         raise InputError(f"{path}: unknown input kind {kind!r}")
+
+
+def read_documents(unit: dict, stats: InputStats, *, text_column: str, on_error: str,
+                   max_doc_bytes: int) -> Iterator[Document]:
+    """The documents of one planned unit, one at a time (see read_blocks)."""
+    for texts, utf8s in read_blocks(unit, stats, text_column=text_column, on_error=on_error,
+                                    max_doc_bytes=max_doc_bytes):
+        yield from zip(texts, utf8s)

@@ -45,8 +45,10 @@ class SplitWriter:
         self.sample_tokens, self.shard_tokens = sample_tokens, shard_tokens
         self.shards: list[dict] = []
         self.utf8_bytes = self.tokens = 0  # running totals (progress)
-        self._docs: list[list[int]] = []  # token lists of the current sample (joined once, at flush)
-        self._lengths: list[int] = []
+        # the open sample: per-document token lists and lengths (add), or token and length arrays
+        # (add_block); a writer is fed one way or the other, and joins them once, at flush
+        self._docs: list = []
+        self._lengths: list = []
         self._pending = 0  # tokens in self._docs
         self._tar: tarfile.TarFile | None = None
         self._tmp = ""
@@ -65,6 +67,41 @@ class SplitWriter:
             if self._shard_tokens >= self.shard_tokens:
                 self._close_shard()
 
+    def add_block(self, tokens: np.ndarray, lengths: np.ndarray, utf8_bytes: int) -> None:
+        """Documents back to back (EOS included; `lengths` one per document), cut into samples and shards
+        exactly where `add` per document would cut: after the document that reaches the limit."""
+        if not len(lengths):
+            return
+        self.utf8_bytes += utf8_bytes
+        self.tokens += len(tokens)
+        ends = np.cumsum(lengths, dtype=np.int64)
+        first_doc = first_token = 0
+        while first_doc < len(lengths):
+            # the first document whose end brings the open sample to sample_tokens (ends are increasing)
+            last = int(np.searchsorted(ends, first_token + self.sample_tokens - self._pending))
+            if last >= len(lengths):
+                self._append(tokens[first_token:], lengths[first_doc:])
+                return
+            end = int(ends[last])
+            self._append(tokens[first_token:end], lengths[first_doc:last + 1])
+            self._flush_sample()
+            if self._shard_tokens >= self.shard_tokens:
+                self._close_shard()
+            first_doc, first_token = last + 1, end
+
+    def _append(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
+        self._docs.append(tokens)
+        self._lengths.append(lengths)
+        self._pending += len(tokens)
+
+    def _sample_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The open sample's tokens (self.dtype) and lengths (<u4): `add` gives per-document lists and
+        ints, `add_block` arrays (concatenated once here, not per document)."""
+        if self._docs and isinstance(self._docs[0], list):
+            tokens = np.fromiter(itertools.chain.from_iterable(self._docs), dtype=self.dtype, count=self._pending)
+            return tokens, np.array(self._lengths, dtype="<u4")
+        return np.concatenate(self._docs).astype(self.dtype), np.concatenate(self._lengths).astype("<u4")
+
     def _open_shard(self) -> None:
         fd, self._tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{self.split}-{self.task:05d}-", suffix=".tmp")
         os.close(fd)
@@ -78,12 +115,11 @@ class SplitWriter:
             self._open_shard()
         seq = len(self.shards)
         key = sample_key(self.task, seq, self._samples)
-        # one pass over the documents' lists, no intermediate concatenated list
-        tokens = np.fromiter(itertools.chain.from_iterable(self._docs), dtype=self.dtype, count=self._pending)
-        for ext, payload in encode_sample(tokens, np.array(self._lengths, dtype="<u4"), self.dtype).items():
+        tokens, lengths = self._sample_arrays()
+        for ext, payload in encode_sample(tokens, lengths, self.dtype).items():
             self._tar.addfile(*_member(f"{key}.{ext}", payload))
         self._samples += 1
-        self._shard_docs += len(self._lengths)
+        self._shard_docs += len(lengths)
         self._shard_tokens += len(tokens)
         self._docs, self._lengths, self._pending = [], [], 0
 

@@ -24,7 +24,10 @@ from typing import Any, Callable
 from data_prep.builtin_corpus import BUILTIN_PREFIX, builtin_parts
 from data_prep.config import PLAN_OPTIONS, PrepConfig
 from data_prep.format import atomic_write_json, token_dtype
-from data_prep.readers import InputError, InputStats, input_kind, read_documents
+import numpy as np
+
+from data_prep.block_encode import BlockEncoder
+from data_prep.readers import InputError, InputStats, input_kind, read_blocks
 from data_prep.shards import SplitWriter
 from data_prep.tokenizer import describe, eos_id, load_tokenizer, ranks_sha256
 
@@ -32,7 +35,6 @@ PLAN_NAME = "plan.json"
 TASKS_DIR = "tasks"
 SPLITS = ("train", "val")
 PLAN_VERSION = 1
-PROGRESS_EVERY = 256  # documents between progress callbacks
 
 
 class PrepError(RuntimeError):
@@ -183,6 +185,28 @@ def is_val(utf8: bytes, val_fraction: float) -> bool:
     return h < val_fraction * 2**64
 
 
+def val_mask(utf8s: list[bytes], val_fraction: float) -> list[bool] | None:
+    """is_val() for a block of documents; None when none of them is in val (the common case)."""
+    if val_fraction <= 0:
+        return None
+    threshold, blake2b, from_bytes = val_fraction * 2**64, hashlib.blake2b, int.from_bytes
+    mask = [from_bytes(blake2b(utf8, digest_size=8).digest(), "little") < threshold for utf8 in utf8s]
+    return mask if any(mask) else None
+
+
+def _write_block(writers: dict[str, SplitWriter], tokens: np.ndarray, lengths: np.ndarray,
+                 utf8s: list[bytes], mask: list[bool] | None) -> None:
+    """A tokenized block to the train and val writers, documents in their order within each split."""
+    if mask is None:
+        writers["train"].add_block(tokens, lengths, sum(map(len, utf8s)))
+        return
+    is_val = np.array(mask)
+    token_is_val = np.repeat(is_val, lengths)
+    sizes = np.fromiter(map(len, utf8s), dtype=np.int64, count=len(utf8s))
+    for split, docs, toks in (("train", ~is_val, ~token_is_val), ("val", is_val, token_is_val)):
+        writers[split].add_block(tokens[toks], lengths[docs], int(sizes[docs].sum()))
+
+
 def _remove_leftovers(out: Path, index: int) -> None:
     for split in SPLITS:
         for path in list(out.glob(f"{split}-{index:05d}-*.tar")) + list(out.glob(f".{split}-{index:05d}-*.tmp")):
@@ -208,13 +232,10 @@ def run_task(out_dir: str | Path, index: int,
     unit, opts = plan["tasks"][index], plan["options"]
     _remove_leftovers(out, index)
     enc = _tokenizer(opts["tokenizer"], plan["ranks_sha256"])
-    eos, encode = eos_id(enc), enc.encode_ordinary
+    encode = BlockEncoder(enc)
     writers = {split: SplitWriter(out, split, index, token_dtype(enc.n_vocab), opts["sample_tokens"],
                                   opts["shard_tokens"]) for split in SPLITS}
     stats = InputStats()
-    threshold = opts["val_fraction"] * 2**64  # is_val(), inlined: this loop is the hot path
-    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
-    add_train, add_val = writers["train"].add, writers["val"].add
     reported = [0, 0, 0]
 
     def report() -> None:
@@ -224,17 +245,13 @@ def run_task(out_dir: str | Path, index: int,
         reported[:] = now
 
     try:
-        for text, utf8 in read_documents(unit, stats, text_column=opts["text_column"],
-                                         on_error=opts["on_error"], max_doc_bytes=opts["max_doc_bytes"]):
-            ids = encode(text)
-            ids.append(eos)
-            if threshold and from_bytes(blake2b(utf8, digest_size=8).digest(), "little") < threshold:
-                add_val(ids, len(utf8))
-            else:
-                add_train(ids, len(utf8))
-            stats.written += 1
-            if progress and stats.written % PROGRESS_EVERY == 0:
-                report()
+        for texts, utf8s in read_blocks(unit, stats, text_column=opts["text_column"],
+                                        on_error=opts["on_error"], max_doc_bytes=opts["max_doc_bytes"]):
+            if texts:
+                _write_block(writers, *encode(texts), utf8s, val_mask(utf8s, opts["val_fraction"]))
+                stats.written += len(texts)
+                if progress:
+                    report()
         shards = [s for split in SPLITS for s in writers[split].close()]
     except BaseException:
         for writer in writers.values():

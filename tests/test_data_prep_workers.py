@@ -97,7 +97,7 @@ def test_sigkill_then_resume_equals_uninterrupted(corpus, reference, tmp_path):
     assert pending, "the run finished before it could be killed"
     assert not (out / "manifest.json").exists()
     # without --resume the directory is refused rather than silently mixed
-    assert prep_main(["tokenize", "--input", *corpus, *options(out), "--workers", "2"]) == 1
+    assert prep_main(["tokenize", "--input", *corpus, *options(out), "--workers", "2"]) == 2  # bad input (run_cli)
     # a stray partial shard of an unfinished task must not survive the resume
     (out / f"train-{pending[-1]:05d}-00077.tar").write_bytes(b"partial")
     assert prep_main(["tokenize", "--input", *corpus, *options(out), "--workers", "2", "--resume"]) == 0
@@ -109,7 +109,7 @@ def test_sigkill_then_resume_equals_uninterrupted(corpus, reference, tmp_path):
 
 def test_resume_with_other_options_is_refused(corpus, reference, tmp_path, capsys):
     argv = ["tokenize", "--input", *corpus, *options(reference), "--resume", "--val-fraction", "0.2"]
-    assert prep_main(argv) == 1
+    assert prep_main(argv) == 2
     assert "different options than the interrupted run: val_fraction 0.05 -> 0.2" in capsys.readouterr().err
 
 
@@ -145,7 +145,7 @@ def test_a_killed_worker_fails_the_run_and_resume_repairs_it(corpus, reference, 
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # PrepError: exit 2 through run_cli
     assert "a worker process died" in err and "rerun with --resume" in err
     assert prep_main(["tokenize", "--input", *corpus, *options(out), "--workers", "2", "--resume"]) == 0
     assert shard_bytes(out) == shard_bytes(reference)
