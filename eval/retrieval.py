@@ -75,7 +75,8 @@ def run_scores(run: str, pairs, n_queries: int, pooling: str, batch: int, device
     eos = pairs.manifest["eos_id"]
     queries = embed_texts(model, pairs.queries[:n_queries], eos, pooling, batch)
     passages = embed_texts(model, pairs.passages, eos, pooling, batch)
-    objective = getattr(getattr(cfg, "objective", None), "name", "next_token")
+    table = getattr(cfg, "objective", None) or {}  # [objective] is a table: name + the objective's keys
+    objective = table.get("name", "next_token") if isinstance(table, dict) else getattr(table, "name", "next_token")
     method = "embedding" if objective == "next_token" else objective
     return Method(method, Path(run).name, (queries @ passages.T).numpy())
 
