@@ -17,13 +17,14 @@ TINY = ["--model.d_model", "32", "--model.n_ctx", "32", "--train.micro_batch", "
         "--log.eval_every", "3", "--log.stats_every", "3", "--train.device", "cpu"]
 
 
-def prep_corpus_into(out: Path) -> Path:
-    """Runs data_prep on the first TinyStories stories: 4k-token samples, several shards."""
+def prep_corpus_into(out: Path, *extra: str) -> Path:
+    """Runs data_prep on the first TinyStories stories: 4k-token samples, several shards (extra: e.g.
+    --resume, to repair a damaged prep the way its error message says)."""
     data = shared_dir() / "data"
     subprocess.run([PY, "-m", "data_prep", "tokenize", "--input", str(data / "tinystories/train-head.jsonl"),
                     "--tokenizer", str(data / "tokenizers/r50k_base.tiktoken"), "--out", str(out),
                     "--sample-tokens", "4096", "--shard-tokens", "60000", "--val-fraction", "0.05",
-                    "--workers", "1"], check=True, cwd=REPO_ROOT, env=child_env(), capture_output=True)
+                    "--workers", "1", *extra], check=True, cwd=REPO_ROOT, env=child_env(), capture_output=True)
     return out
 
 
