@@ -1,4 +1,5 @@
-"""eval isoflop recovers known optima from synthetic U-curves."""
+"""eval isoflop recovers known optima, scaling laws and their 10x extrapolation from synthetic U-curves,
+groups by family, n_ctx, LR and budget, and reports from committed CSV rows deterministically."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from eval import isoflop
-from eval.isoflop import fit_parabola, group_budgets, isoflop_fits
+from eval.isoflop import fit_parabola, group_budgets, isoflop_fits, scaling_for
 from stackcore.config import dump_toml
 
 
@@ -15,7 +16,12 @@ def u_curve(params, n_opt, floor, width=0.3):
     return floor + width * (np.log10(params) - np.log10(n_opt)) ** 2
 
 
-def synthetic_points(noise=0.0, seed=0):
+def floor(budget):
+    """The loss at the optimum: a power law in the budget (what the scaling fit assumes)."""
+    return 20.0 * budget ** -0.05
+
+
+def synthetic_points(noise=0.0, seed=0, n_ctx=64, lr=1e-3):
     """Two families, three budgets; the optimum grows as C^0.5 (mixer) and C^0.4 (llama)."""
     rng = np.random.default_rng(seed)
     pts = []
@@ -23,10 +29,10 @@ def synthetic_points(noise=0.0, seed=0):
         for budget in (1e15, 1e16, 1e17):
             n_opt = coef * budget ** expo
             for n in np.geomspace(n_opt / 10, n_opt * 8, 7):
-                loss = u_curve(n, n_opt, 3.0 - 0.2 * np.log10(budget / 1e15)) + noise * rng.standard_normal()
+                loss = u_curve(n, n_opt, floor(budget)) + noise * rng.standard_normal()
                 # budgets as reached, a little scattered around the nominal value
-                pts.append({"family": family, "budget": budget * rng.uniform(0.97, 1.03), "params": n,
-                            "loss": float(loss), "run": f"{family}-{budget:.0e}-{n:.0f}"})
+                pts.append({"family": family, "n_ctx": n_ctx, "lr": lr, "budget": budget * rng.uniform(0.97, 1.03),
+                            "params": n, "loss": float(loss), "run": f"{family}-{n_ctx}-{budget:.0e}-{n:.0f}"})
     return pts
 
 
@@ -57,8 +63,71 @@ def test_recovers_optima_and_scaling_exponents():
         expo, coef = (0.5, 0.1) if g["family"] == "mixer" else (0.4, 2.0)
         assert g["fit"]["status"] == "ok"
         assert g["fit"]["params_opt"] == pytest.approx(coef * g["budget"] ** expo, rel=0.25)
-    assert result["scaling"]["mixer"]["exponent"] == pytest.approx(0.5, abs=0.05)
-    assert result["scaling"]["llama"]["exponent"] == pytest.approx(0.4, abs=0.05)
+    (mixer,) = scaling_for(result, "mixer")
+    (llama,) = scaling_for(result, "llama")
+    assert mixer["exponent"] == pytest.approx(0.5, abs=0.05)
+    assert llama["exponent"] == pytest.approx(0.4, abs=0.05)
+    assert mixer["loss_exponent"] == pytest.approx(-0.05, abs=0.005)
+
+
+def test_extrapolation_at_ten_times_the_largest_budget():
+    result = isoflop_fits(synthetic_points())
+    for family, expo, coef in (("mixer", 0.5, 0.1), ("llama", 0.4, 2.0)):
+        (s,) = scaling_for(result, family)
+        x = s["extrapolation"]
+        largest = max(g["budget"] for g in result["groups"] if g["family"] == family)
+        assert x["kind"] == "extrapolation" and x["budget"] == pytest.approx(10 * largest)
+        assert x["params_opt"] == pytest.approx(coef * x["budget"] ** expo, rel=0.1)
+        assert x["loss_opt"] == pytest.approx(floor(x["budget"]), rel=0.01)
+    text = isoflop.report_markdown(result, "non_embedding")
+    assert text.count("**extrapolation**") == 2
+
+
+def test_no_extrapolation_without_two_bracketed_budgets():
+    pts = [p for p in synthetic_points() if p["family"] == "mixer" and p["budget"] < 2e15]
+    (s,) = isoflop_fits(pts)["scaling"]
+    assert "extrapolation" not in s and s["status"].startswith("no power law: 1 of 1")
+    assert "**extrapolation**" not in isoflop.report_markdown(isoflop_fits(pts), "total")
+
+
+def test_n_ctx_values_are_separate_groups_and_scaling_laws():
+    pts = synthetic_points(n_ctx=64) + [{**p, "n_ctx": 256, "loss": p["loss"] + 0.5, "run": p["run"] + "-256"}
+                                        for p in synthetic_points(n_ctx=256)]
+    result = isoflop_fits(pts)
+    assert len(result["groups"]) == 12
+    assert {(s["family"], s["n_ctx"]) for s in result["scaling"]} == {
+        ("mixer", 64), ("mixer", 256), ("llama", 64), ("llama", 256)}
+    (at256,) = scaling_for(result, "mixer", 256)
+    assert at256["extrapolation"]["loss_opt"] > scaling_for(result, "mixer", 64)[0]["extrapolation"]["loss_opt"]
+
+
+def lr_sweep_points():
+    """Every size trained at 3 LRs; only 3e-3 reaches the U-curve, the others are worse by a size-
+    dependent amount that moves the vertex when all LRs are (wrongly) pooled into one parabola."""
+    pts = []
+    for p in synthetic_points():
+        for lr, penalty in ((1e-3, 0.05 * np.log10(p["params"])), (3e-3, 0.0), (1e-2, 0.3)):
+            pts.append({**p, "lr": lr, "loss": p["loss"] + penalty, "run": f"{p['run']}-lr{lr:g}"})
+    return pts
+
+
+def test_best_lr_policy_takes_each_size_at_its_best_lr():
+    result = isoflop_fits(lr_sweep_points(), lr_policy="best")
+    assert len(result["groups"]) == 6
+    for g in result["groups"]:
+        assert g["lr_group"] == isoflop.BEST_LR_GROUP and len(g["points"]) == 7
+        assert all(p["lr"] == 3e-3 and p["lrs_tried"] == [1e-3, 3e-3, 1e-2] for p in g["points"])
+        expo, coef = (0.5, 0.1) if g["family"] == "mixer" else (0.4, 2.0)
+        assert g["fit"]["params_opt"] == pytest.approx(coef * g["budget"] ** expo, rel=0.02)
+    assert "| 0.003 (best of 0.001, 0.003, 0.01) |" in isoflop.report_markdown(result, "total")
+
+
+def test_each_lr_policy_fits_one_parabola_per_lr():
+    result = isoflop_fits(lr_sweep_points(), lr_policy="each")
+    assert sorted({g["lr_group"] for g in result["groups"]}) == ["lr 0.001", "lr 0.003", "lr 0.01"]
+    assert len(result["groups"]) == 18 and len(result["scaling"]) == 6
+    with pytest.raises(isoflop.CompareError, match="--lr-policy 'worst'"):
+        isoflop_fits(lr_sweep_points(), lr_policy="worst")
 
 
 def test_cli_on_run_directories(tmp_path):
@@ -69,7 +138,7 @@ def test_cli_on_run_directories(tmp_path):
         (run / "config.toml").write_text(dump_toml({
             "run": {"name": run.name}, "model": {"family": p["family"], "n_ctx": 64},
             "data": {"val_tokens": 4096, "fingerprint": "fp", "tokenizer": "tok"},
-            "train": {"budget_flops": p["budget"]}}))
+            "train": {"budget_flops": p["budget"], "lr": p["lr"]}}))
         row = {"step": 10, "flops": p["budget"], "tokens": 1000, "val_loss": p["loss"],
                "params_non_embedding": p["params"]}
         (run / "metrics.jsonl").write_text(json.dumps(row) + "\n")
@@ -82,6 +151,7 @@ def test_cli_on_run_directories(tmp_path):
     saved = json.loads((out / "report.json").read_text())
     mixer = [g for g in saved["groups"] if g["family"] == "mixer"]
     assert mixer[0]["fit"]["params_opt"] == pytest.approx(0.1 * mixer[0]["budget"] ** 0.5, rel=0.05)
+    assert mixer[0]["n_ctx"] == 64 and mixer[0]["points"][0]["lr"] == 1e-3
 
 
 def test_parameters_come_from_the_models_accounting(tmp_path):
@@ -106,3 +176,56 @@ def test_parameters_come_from_the_models_accounting(tmp_path):
     assert [p["params"] for p in points] == truth
     (group,) = isoflop_fits(points)["groups"]
     assert group["fit"]["params_opt"] == pytest.approx(1.5e6, rel=1e-6)
+
+
+def write_protocol_csv(path, points):
+    """Committed rows in the lead's format (eval.protocol.CSV_FIELDS): two validation points per run,
+    the last one at the final loss."""
+    from eval.protocol import write_csv
+    from pretrain.config import ModelConfig
+    from pretrain.models.flops import param_counts
+    rows = []
+    for i, p in enumerate(points):
+        d, layers = 32 + 16 * (i % 7), 2
+        total = param_counts(ModelConfig(family=p["family"], d_model=d, n_layers=layers, n_ctx=p["n_ctx"],
+                                         vocab_size=2048, heads=1))["total"]
+        for step, loss in ((10, p["loss"] + 1.0), (20, p["loss"])):
+            rows.append({"protocol": "t", "stage": "isoflop", "label": p["family"], "family": p["family"],
+                         "n_ctx": p["n_ctx"], "lr": p["lr"], "seed": 0, "d_model": d, "n_layers": layers,
+                         "heads": 1, "params": total, "step": step, "flops": p["budget"] * step / 20,
+                         "val_loss": loss, "budget_flops": p["budget"], "run": p["run"]})
+    write_csv(rows, path)
+    return path
+
+
+def test_report_from_csv_is_deterministic_and_marks_the_extrapolation(tmp_path):
+    pts = synthetic_points()
+    data = write_protocol_csv(tmp_path / "iso.csv", pts)
+    out = tmp_path / "report" / "isoflop.md"
+    text = isoflop.report_from_csv([data], out, params_kind="total", command="make it")
+    first = (out.read_bytes(), out.with_suffix(".png").read_bytes())
+    isoflop.report_from_csv([data], out, params_kind="total", command="make it")
+    assert (out.read_bytes(), out.with_suffix(".png").read_bytes()) == first
+    assert text.startswith("<!-- generated by `make it`") and text.count("**extrapolation**") == 2
+    # the final row of each run is its point, not the first
+    points = isoflop.csv_points(data, "total")
+    assert len(points) == len(pts) and {p["run"]: p["loss"] for p in points} == {p["run"]: p["loss"] for p in pts}
+
+
+def test_csv_non_embedding_params_come_from_the_shape(tmp_path):
+    from pretrain.config import ModelConfig
+    from pretrain.models.flops import param_counts
+    data = write_protocol_csv(tmp_path / "iso.csv", synthetic_points()[:3])
+    for p in isoflop.csv_points(data, "non_embedding"):
+        cfg = ModelConfig(family=p["family"], d_model=p["d_model"], n_layers=p["n_layers"], n_ctx=64,
+                          vocab_size=2048, heads=1)
+        assert p["params"] == param_counts(cfg)["non_embedding"] < param_counts(cfg)["total"]
+
+
+def test_bad_csv_is_a_usage_error_naming_the_file(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("run,family\nr1,mixer\n")
+    assert isoflop.main([str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv" in err and "missing columns" in err and "val_loss" in err
+    assert isoflop.main([str(tmp_path / "absent.csv"), "--out", str(tmp_path / "o")]) == 2
