@@ -56,6 +56,8 @@ class ModelConfig:
         # The family refuses options it does not implement and adds its own checks. Torch-free import.
         from pretrain.models.registry import get_family
         get_family(self.family).validate(self)
+        from pretrain.models.wrapping import check_bidirectional
+        check_bidirectional(self)
 
 
 @dataclass

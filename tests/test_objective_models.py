@@ -160,5 +160,5 @@ def test_bidirectional_flag_builds_two_streams_and_counts_them(overrides):
 
 def test_bidirectional_refuses_a_softmax_mixer_naming_the_keys():
     from stackcore.config import ConfigError
-    with pytest.raises(ConfigError, match="model.bidirectional.*model.softmax = false"):
+    with pytest.raises(ConfigError, match="bidirectional = true with model.softmax = true.*set model.softmax = false"):
         build_model(tiny_config(family="mixer", softmax=True, bidirectional=True))

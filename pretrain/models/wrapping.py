@@ -24,3 +24,12 @@ def family_model(model_cfg, purpose: str, **fields):
                           f"{', '.join(missing)} (the pretrain.models.common.CausalLM interface); subclass "
                           "CausalLM in the family's module or choose another model.family")
     return model
+
+
+def check_bidirectional(model_cfg) -> None:
+    """Refuses, at config load (torch-free), a bidirectional config the two-stream form cannot build."""
+    if not getattr(model_cfg, "bidirectional", False):
+        return
+    if model_cfg.family == "mixer" and getattr(model_cfg, "softmax", False):
+        raise ConfigError("model.bidirectional = true with model.softmax = true: the reverse stream's last two "
+                          "rows have no entry to normalise over; set model.softmax = false")
