@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from pretrain.models.mixer import MaskedMatrix, ToeplitzMatrix
-from pretrain.models.mixing_ops import (fft_causal_conv, fft_length, lower_tile_matmul, time_tiles,
-                                        toeplitz_matrix)
-from pretrain.models.mixing_rules import resolve_impl, tile_size
+from pretrain.models.mixing_ops import fft_causal_conv, fft_length, lower_tile_matmul, toeplitz_matrix
+from pretrain.models.mixing_rules import (blocked_products, lower_pieces, resolve_impl, sub_tile_size,
+                                          tile_size, time_tiles)
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -167,3 +167,18 @@ def test_fft_path_is_causal_up_to_rounding_and_does_not_wrap_around():
         return torch.fft.irfft(torch.fft.rfft(x_) * torch.fft.rfft(w[0, 0, 0]), n=t)
 
     assert (circular(x)[..., :40] - circular(changed)[..., :40]).abs().max() > 1e-1 * scale
+
+
+@pytest.mark.parametrize("seq_len,tile,sub", [(37, 8, 4), (20, 6, 6), (16, 16, 3), (5, 2, 1)])
+def test_lower_pieces_cover_the_lower_triangle_once(seq_len, tile, sub):
+    count = torch.zeros(seq_len, seq_len, dtype=torch.int)
+    for r0, r1, c0, c1 in lower_pieces(seq_len, tile, sub):
+        count[r0:r1, c0:c1] += 1
+    assert count.max() == 1 and torch.equal(count.tril(), torch.ones_like(count).tril())
+    assert torch.count_nonzero(count.triu(1)) <= seq_len * sub / 2  # only inside the diagonal sub-tiles
+
+
+def test_blocked_products_count_the_pieces_the_kernel_runs():
+    for t in (512, 1024, 2048):  # tiles divide T: T(T+sub)/2
+        assert blocked_products(t) == t * (t + sub_tile_size(tile_size(t))) // 2
+    assert blocked_products(100) >= 100 * 101 // 2

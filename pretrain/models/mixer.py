@@ -48,14 +48,15 @@ def dense_mix(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.bmm(matrix, x_cols).view(g, -1, b, c).permute(2, 0, 1, 3)
 
 
-def blocked_mix(matrix: torch.Tensor, x: torch.Tensor, out_blocks: int) -> torch.Tensor:
-    """Time-major causal matrix [G, T*ob, T*ib] @ x [B, G, ib*T, c] over its lower tiles only."""
+def blocked_mix(matrix: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Time-major causal matrix [G, T*ob, T*ib] @ x [B, G, ib*T, c] + bias [G, ob, T], over the
+    matrix's lower tiles only (the bias is added inside the product)."""
     b, g, cols, c = x.shape
-    t = matrix.size(1) // out_blocks
+    ob, t = bias.shape[1:]
     ib = cols // t
     x_cols = x.view(b, g, ib, t, c).permute(1, 3, 2, 0, 4).reshape(g, t * ib, b * c)
-    y = lower_tile_matmul(matrix, x_cols, t, out_blocks, ib)
-    return y.view(g, t, out_blocks, b, c).permute(3, 0, 2, 1, 4).reshape(b, g, out_blocks * t, c)
+    y = lower_tile_matmul(matrix, x_cols, t, ob, ib, bias=bias.transpose(1, 2).reshape(g, t * ob))
+    return y.view(g, t, ob, b, c).permute(3, 0, 2, 1, 4).reshape(b, g, ob * t, c)
 
 
 def fft_mix(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -131,12 +132,9 @@ class MaskedMatrix(nn.Module):
         g, ob, ib = self.weight.shape[:3]
         t = x.size(2) // ib
         impl = self.running_impl(t)
-        if impl == "fft":
-            y = fft_mix(self.weight, x)
-        elif impl == "blocked":
-            y = blocked_mix(self._masked_blocks(t, _rows_time_major), x, ob)
-        else:
-            y = dense_mix(self.matrix(t), x)
+        if impl == "blocked":
+            return blocked_mix(self._masked_blocks(t, _rows_time_major), x, self.bias[..., :t])
+        y = fft_mix(self.weight, x) if impl == "fft" else dense_mix(self.matrix(t), x)
         return y + self.bias[..., :t].reshape(g, -1, 1)
 
     def row_weights(self, position: int) -> torch.Tensor:

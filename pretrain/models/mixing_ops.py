@@ -5,12 +5,13 @@ Layout ("time-major"): a mixing stage maps x [G, T*ib, N] -> y [G, T*ob, N]. Row
 of b*ob rows / b*ib columns and the causal mask is block-lower-triangular in tiles. N is the batch
 folded into the GEMM columns (batch * channels), as in `MaskedMatrix`.
 
-`lower_tile_matmul` computes y = W @ x for a W that is zero above its (block) diagonal, over the
-lower tiles only: row tile r reads column tiles 0..r (one GEMM per row tile), so it executes
-T*(T+tile) multiply-adds per column instead of T*T (the dense product's). The backward does the same:
-dW only on the lower tiles (the upper tiles are exact zeros, never computed), dx = W^T dy per column
-tile over row tiles r..end. The caller masks W (the diagonal tiles' upper triangles) inside autograd,
-so masked entries still get exactly zero gradient.
+`lower_tile_matmul` computes y = W @ x + bias for a W that is zero above its (block) diagonal, over
+the lower triangle only: per row tile, one GEMM for the block left of its diagonal tile and a few for
+the diagonal tile's sub-tiles (`mixing_rules.lower_pieces`), so it multiplies T*(T+sub)/2 entries per
+column instead of the dense product's T*T. The backward does the same: dW only on those pieces (the
+upper tiles are exact zeros, never computed), dx = W^T dy per column tile over the rows below. The
+caller masks W (the diagonal tiles' upper triangles) inside autograd, so masked entries still get
+exactly zero gradient.
 
 Toeplitz mixing (W_ij = w_(i-j) for i >= j: one weight per distance) runs either as that matrix
 through the dense/blocked product, or as a causal convolution by FFT in O(T log T)
@@ -20,66 +21,84 @@ from __future__ import annotations
 
 import torch
 
-from pretrain.models.mixing_rules import tile_size
-
-
-def time_tiles(seq_len: int, tile: int) -> list[tuple[int, int]]:
-    """[(start, end)) time ranges of `tile` steps covering 0..seq_len (the last may be shorter)."""
-    if tile < 1:
-        raise ValueError(f"tile must be >= 1, got {tile}")
-    return [(start, min(start + tile, seq_len)) for start in range(0, seq_len, tile)]
+from pretrain.models.mixing_rules import lower_pieces, sub_tile_size, tile_size, time_tiles
 
 
 class LowerTileMatmul(torch.autograd.Function):
-    """y = W @ x over the lower tiles of a block-lower-triangular W (see the module docstring)."""
+    """y = W @ x + bias over the lower tiles of a block-lower-triangular W (see the module docstring).
+    w [G, T*ob, T*ib], x [G, T*ib, N], bias [G, T*ob] (time-major; added per row)."""
 
     @staticmethod
-    def forward(ctx, w, x, seq_len: int, out_blocks: int, in_blocks: int, tile: int):
+    def forward(ctx, w, x, bias, seq_len: int, out_blocks: int, in_blocks: int, tile: int):
         ob, ib = out_blocks, in_blocks
-        y = x.new_empty(x.size(0), seq_len * ob, x.size(2))
-        for start, end in time_tiles(seq_len, tile):
-            # row tile [start, end) reads only the columns of time < end
-            torch.bmm(w[:, start * ob:end * ob, :end * ib], x[:, :end * ib], out=y[:, start * ob:end * ob])
+        sub = sub_tile_size(tile)
+        # Start from the bias, then every piece accumulates (beta=1): the bias costs no extra pass.
+        y = bias.unsqueeze(-1).expand(-1, -1, x.size(2)).contiguous()
+        for r0, r1, c0, c1 in lower_pieces(seq_len, tile, sub):
+            _accumulate(y[:, r0 * ob:r1 * ob], w[:, r0 * ob:r1 * ob, c0 * ib:c1 * ib], x[:, c0 * ib:c1 * ib])
         ctx.save_for_backward(w, x)
-        ctx.shape = (seq_len, ob, ib, tile)
+        ctx.shape = (seq_len, ob, ib, tile, sub)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         w, x = ctx.saved_tensors
-        seq_len, ob, ib, tile = ctx.shape
+        seq_len, ob, ib, tile, sub = ctx.shape
         dy = dy.contiguous()
-        tiles = time_tiles(seq_len, tile)
-        dw = dx = None
+        dw = dx = dbias = None
         if ctx.needs_input_grad[0]:
             dw = torch.zeros_like(w)  # the upper tiles stay exact zeros: never computed
-            for start, end in tiles:
-                torch.bmm(dy[:, start * ob:end * ob], x[:, :end * ib].transpose(1, 2),
-                          out=dw[:, start * ob:end * ob, :end * ib])
+            for r0, r1, c0, c1 in lower_pieces(seq_len, tile, sub):
+                torch.bmm(dy[:, r0 * ob:r1 * ob], x[:, c0 * ib:c1 * ib].transpose(1, 2),
+                          out=dw[:, r0 * ob:r1 * ob, c0 * ib:c1 * ib])
         if ctx.needs_input_grad[1]:
-            dx = torch.empty_like(x)
-            for start, end in tiles:
-                # column tile [start, end) is read by the row tiles of time >= start
-                torch.bmm(w[:, start * ob:, start * ib:end * ib].transpose(1, 2), dy[:, start * ob:],
-                          out=dx[:, start * ib:end * ib])
-        return dw, dx, None, None, None, None
+            dx = _input_grad(w, dy, x, ctx.shape)
+        if ctx.needs_input_grad[2]:
+            dbias = dy.sum(-1)
+        return dw, dx, dbias, None, None, None, None
+
+
+def _input_grad(w, dy, x, shape) -> torch.Tensor:
+    """dx = W^T dy by column tile: column tile [start, end) is read by the rows of time >= start --
+    its diagonal tile (by sub-tile, each from its own start) and, in one GEMM, every row below it."""
+    seq_len, ob, ib, tile, sub = shape
+    dx = torch.empty_like(x)
+    for start, end in time_tiles(seq_len, tile):
+        for s0, s1 in time_tiles(end - start, sub):
+            c0, c1 = start + s0, start + s1
+            torch.bmm(w[:, c0 * ob:end * ob, c0 * ib:c1 * ib].transpose(1, 2), dy[:, c0 * ob:end * ob],
+                      out=dx[:, c0 * ib:c1 * ib])
+        if end < seq_len:
+            _accumulate(dx[:, start * ib:end * ib], w[:, end * ob:, start * ib:end * ib].transpose(1, 2),
+                        dy[:, end * ob:])
+    return dx
+
+
+def _accumulate(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """out += a @ b in place (a view into the result). The out= form rather than baddbmm_: the same
+    kernel, and FlopCounterMode counts it (it has no formula for the in-place op)."""
+    torch.baddbmm(out, a, b, out=out)
 
 
 def lower_tile_matmul(w: torch.Tensor, x: torch.Tensor, seq_len: int, out_blocks: int = 1,
-                      in_blocks: int = 1, tile: int | None = None) -> torch.Tensor:
-    """W [G, T*ob, T*ib] (time-major, zero above the block diagonal) @ x [G, T*ib, N] -> [G, T*ob, N],
-    computing only the lower tiles. tile: time steps per tile (default: `tile_size(seq_len)`)."""
+                      in_blocks: int = 1, tile: int | None = None,
+                      bias: torch.Tensor | None = None) -> torch.Tensor:
+    """W [G, T*ob, T*ib] (time-major, zero above the block diagonal) @ x [G, T*ib, N] (+ bias
+    [G, T*ob] per row) -> [G, T*ob, N], computing only the lower tiles. tile: time steps per tile
+    (default: `tile_size(seq_len)`)."""
     if w.shape[-2:] != (seq_len * out_blocks, seq_len * in_blocks) or x.size(1) != seq_len * in_blocks:
         raise ValueError(f"shapes do not match: W {tuple(w.shape)}, x {tuple(x.shape)}, T={seq_len}, "
                          f"blocks {out_blocks}x{in_blocks}")
+    if bias is None:
+        bias = w.new_zeros(()).expand(w.size(0), w.size(1))
     device = x.device.type
     # Autocast does not reach inside a custom Function: cast here as it would cast a matmul (bf16 on
-    # CPU/GPU), then run the tiles with autocast off so the out= GEMMs see matching dtypes.
+    # CPU/GPU), then run the tiles with autocast off so the in-place GEMMs see matching dtypes.
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.promote_types(
         w.dtype, x.dtype)
     with torch.autocast(device, enabled=False):
-        return LowerTileMatmul.apply(w.to(dtype), x.to(dtype).contiguous(), seq_len, out_blocks,
-                                     in_blocks, tile or tile_size(seq_len))
+        return LowerTileMatmul.apply(w.to(dtype), x.to(dtype).contiguous(), bias.to(dtype), seq_len,
+                                     out_blocks, in_blocks, tile or tile_size(seq_len))
 
 
 def toeplitz_matrix(weight: torch.Tensor, seq_len: int) -> torch.Tensor:
