@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -277,52 +278,91 @@ class JsonlReader(_Reader):
         return text
 
 
+# A separator line of each rule (bytes.strip() whitespace around it); the file's last line may lack "\n".
+_WS = rb"[ \t\r\x0b\x0c]*"
+_SEPARATORS = {TXT_RULE_EOT: re.compile(rb"(?m)^" + _WS + re.escape(EOT_BYTES) + _WS + rb"(?:\n|\Z)"),
+               TXT_RULE_BLANK: re.compile(rb"(?m)^" + _WS + rb"(?:\n|\Z)")}
+
+
 class TxtReader(_Reader):
-    """Documents separated by `<|endoftext|>` lines when the file has any, else by runs of blank lines."""
+    """Documents separated by `<|endoftext|>` lines when the file has any, else by runs of blank lines.
+    Whole blocks of lines are cut at separator lines by one regex; a document is its lines' bytes decoded,
+    then stripped. Documents may span blocks; an oversized one is only counted, never held."""
+
+    def chunks(self) -> Iterator[bytes]:
+        with open(self.path, "rb") as fh:
+            while chunk := fh.read(BLOCK_BYTES):
+                yield chunk
 
     def rule(self) -> str:
-        with open(self.path, "rb") as fh:  # a streaming pre-pass: decide the rule before reading documents
-            for line in fh:
-                if line.strip() == EOT_BYTES:
-                    return TXT_RULE_EOT
+        eot = _SEPARATORS[TXT_RULE_EOT]
+        for data in line_blocks(self.chunks()):  # a streaming pre-pass: decide the rule before reading
+            if EOT_BYTES in data and any(m.end() > m.start() for m in eot.finditer(data)):
+                return TXT_RULE_EOT
         return TXT_RULE_BLANK
 
     def __iter__(self) -> Iterator[Document]:
+        for texts, utf8s in self.blocks():
+            yield from zip(texts, utf8s)
+
+    def blocks(self) -> Iterator[Block]:
         rule = self.rule()
         self.stats.notes["txt_rule"] = rule
-        parts: list[str] = []
-        size, start, oversized, bad = 0, 1, False, None
-        with open(self.path, "rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                stripped = raw.strip()
-                is_sep = stripped == EOT_BYTES if rule == TXT_RULE_EOT else not stripped
-                if is_sep:
-                    yield from self.finish(parts, size, start, oversized, bad)
-                    parts, size, start, oversized, bad = [], 0, lineno + 1, False, None
-                    continue
-                size += len(raw)
-                if size > self.max_doc_bytes:
-                    oversized, parts = True, []  # keep consuming to the separator; memory stays bounded
-                elif not oversized:
-                    try:
-                        parts.append(raw.decode("utf-8"))
-                    except UnicodeDecodeError as exc:
-                        bad = bad or f"line {lineno} is not valid UTF-8 ({exc.reason} at byte {exc.start})"
-            yield from self.finish(parts, size, start, oversized, bad)
+        separator = _SEPARATORS[rule]
+        # the open document: its pieces (None once over the limit), size, first line; `line` = line at pos
+        self.pieces, self.size, self.start, line = [], 0, 1, 1
+        for data in line_blocks(self.chunks()):
+            docs, pos = [], 0
+            for match in separator.finditer(data):
+                if match.end() == match.start():
+                    continue  # the empty match at the end of the data is no line
+                line += data.count(b"\n", pos, match.start())  # the separator's line
+                self.extend(data[pos:match.start()])
+                docs += self.close_document()
+                self.start, line, pos = line + 1, line + 1, match.end()
+            line += data.count(b"\n", pos)
+            self.extend(data[pos:])
+            yield self.decode(docs)
+        yield self.decode(self.close_document())
 
-    def finish(self, parts: list[str], size: int, start: int, oversized: bool,
-               bad: str | None) -> Iterator[Document]:
-        if not parts and not oversized and bad is None:
-            return  # separator runs and file edges hold no document
-        self.stats.read += 1
-        where = start  # the first line of the document
-        if oversized:
-            self.problem("too_long", where, f"document over --max-doc-bytes {self.max_doc_bytes:,}; raise the "
-                         "limit if it is genuine")
-        elif bad:
-            self.problem("invalid_utf8", where, bad)
-        elif (doc := self.check("".join(parts).strip(), where)) is not None:
-            yield doc
+    def extend(self, piece: bytes) -> None:
+        self.size += len(piece)
+        if self.size > self.max_doc_bytes:
+            self.pieces = None  # keep reading to the separator; memory stays bounded
+        elif piece:
+            self.pieces.append(piece)
+
+    def close_document(self) -> list[tuple[bytes | None, int]]:
+        """[(its bytes or None if oversized, first line)] of the open document, [] if it has no lines."""
+        doc = [] if not self.size else [(None if self.pieces is None else b"".join(self.pieces), self.start)]
+        self.pieces, self.size = [], 0
+        return doc
+
+    def decode(self, docs: list[tuple[bytes | None, int]]) -> Block:
+        texts, starts = [], []
+        for data, start in docs:
+            self.stats.read += 1
+            if data is None:
+                self.problem("too_long", start, f"document over --max-doc-bytes {self.max_doc_bytes:,}; raise "
+                             "the limit if it is genuine")
+                continue
+            try:
+                texts.append(data.decode("utf-8").strip())
+                starts.append(start)
+            except UnicodeDecodeError:
+                self.problem("invalid_utf8", start, _first_bad_line(data, start))
+        return self.check_block(texts, starts.__getitem__)
+
+
+def _first_bad_line(data: bytes, first_line: int) -> str:
+    """Which line of a document is not UTF-8, said as when lines were decoded one by one (with their "\n")."""
+    lines = data.split(b"\n")
+    for lineno, line in enumerate(lines, first_line):
+        try:
+            (line + b"\n" if lineno < first_line + len(lines) - 1 else line).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return f"line {lineno} is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+    return "not valid UTF-8"
 
 
 class ParquetReader(_Reader):
