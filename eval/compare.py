@@ -17,6 +17,7 @@ from eval.pairs import Config, comparison_table, group_configs
 from eval.plots import plot_curves
 from eval.runs import AXES, AXIS_LABELS, CompareError, Run, check_comparable, load_runs
 from stackcore.atomic import atomic_write_bytes, atomic_write_json
+from stackcore.errors import run_cli
 
 CSV_FIELDS = ("run", "arch", "family", "n_ctx", "seed", "step", "tokens", "flops", "wall_s", "val_loss", "val_bpb")
 
@@ -155,4 +156,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, bad_input=(FileNotFoundError,)))

@@ -19,6 +19,7 @@ from pathlib import Path
 from eval.launch import prep_corpus, train_run
 from pretrain.config import ModelConfig
 from pretrain.models.flops import param_counts, training_flops_per_token
+from stackcore.errors import run_cli
 
 CORPUS = "builtin:python-docs"
 VOCAB = 2048
@@ -77,4 +78,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, bad_input=(FileNotFoundError,)))
