@@ -5,7 +5,9 @@ Several --run/--config may be given; each becomes a row group of the table and a
 Held-out text: N windows of n_ctx tokens from the validation split of a prep directory (--data, default
 the run's data.path), packed as the loader packs them (documents end with EOS; no padding), or a plain
 text file (--text) encoded with the run's tokenizer. Writes representation.json, report.md and
-representation.png to --out.
+representation.png to --out. Every row carries the inversion's final L1, its ratio to the start L1 and
+whether the descent converged (eval.hamming.Convergence); `--until-converged` runs on after the
+published schedule (at its last step size) until it does or `--max-steps`.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from data_prep.format import decode_sample, read_manifest, shard_paths
-from eval.hamming import TOP_K, hamming_by_depth
+from eval.hamming import TOP_K, Convergence, hamming_by_depth
 from stackcore.atomic import atomic_write_bytes, atomic_write_json
 
 # Step size of the plain gradient descent on a summed L1, one for every family: chosen so the untrained
@@ -82,7 +84,9 @@ def _summary_rows(label: str, cfg, results) -> list[dict[str, Any]]:
     m = cfg.model
     return [{"model": label, "family": m.family, "shape": f"d{m.d_model}x{m.n_layers}", "depth": r.depth,
              "h_mean": r.mean, "h_std": r.std, "h_min": min(r.per_sample), "h_max": max(r.per_sample),
-             "samples": len(r.per_sample), "final_l1": r.final_l1, "per_sample": r.per_sample}
+             "samples": len(r.per_sample), "start_l1": r.start_l1, "final_l1": r.final_l1,
+             "l1_ratio": r.l1_ratio, "steps_run": r.steps_run, "converged": r.converged,
+             "per_sample": r.per_sample}
             for r in results]
 
 
@@ -92,11 +96,18 @@ def report_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              f"Chance for vocab V is 1 - {TOP_K}/V. Published: {PUBLISHED}."
              + (" Start and step size scaled to std(W_emb) (not the published protocol)."
                 if meta.get("scale_to_embedding") else ""), "",
-             "| model | family | shape | depth | h mean | h std | h min..max | final L1 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "", f"Converged: over the last {meta['window']} steps the L1 fell by less than {meta['tol']:g} of "
+             "its value and of its fall since the start (eval.hamming.Convergence); "
+             + (f"the descent ran on at lr/10 after the schedule until converged or {meta['max_steps']} steps. "
+                if meta.get("max_steps", 0) > meta["steps"] else "the published fixed schedule, not extended. ")
+             + "**Only converged rows measure the model**: in a row marked *no* the optimiser ran out of "
+             "steps, and its h would still change with more of them.", "",
+             "| model | family | shape | depth | h mean | h std | h min..max | final L1 | L1 final/start "
+             "| steps | converged |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['family']} | {r['shape']} | {r['depth']} | {r['h_mean']:.3f} "
-                     f"| {r['h_std']:.3f} | {r['h_min']:.3f}..{r['h_max']:.3f} | {r['final_l1']:.4f} |")
+                     f"| {r['h_std']:.3f} | {r['h_min']:.3f}..{r['h_max']:.3f} | {r['final_l1']:.4f} "
+                     f"| {r['l1_ratio']:.4f} | {r['steps_run']} | {'yes' if r['converged'] else '**no**'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -123,7 +134,7 @@ def plot(rows: list[dict[str, Any]], out_png: Path) -> None:
     save_figure(fig, out_png)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m eval representation", description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", action="append", default=[], help="a trained run directory or export (repeatable)")
     ap.add_argument("--config", action="append", default=[], help="a run config, with --untrained (repeatable)")
@@ -139,10 +150,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale-to-embedding", action="store_true",
                     help="start from N(0, std(W_emb)^2) and scale the step size by std(W_emb) (not the "
                          "published protocol: removes its dependence on the embedding init scale)")
+    ap.add_argument("--until-converged", action="store_true",
+                    help="after the --steps schedule, continue at its last step size until the L1 converged "
+                         "(or --max-steps)")
+    ap.add_argument("--max-steps", type=int, default=0, help="cap with --until-converged (default 10 x --steps)")
+    ap.add_argument("--conv-window", type=int, default=Convergence.window, help="steps per convergence window")
+    ap.add_argument("--conv-tol", type=float, default=Convergence.tol, help="relative L1 fall counted as none")
     ap.add_argument("--out", default="reports/representation")
-    args, overrides = ap.parse_known_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = build_parser().parse_known_args(argv)
     if args.config and not args.untrained:
         raise SystemExit("--config measures an untrained model: add --untrained (or pass a trained --run)")
+    max_steps = (args.max_steps or 10 * args.steps) if args.until_converged else 0
+    if args.until_converged and max_steps <= args.steps:
+        raise SystemExit(f"--max-steps {max_steps} must exceed --steps {args.steps} to run on until converged")
+    convergence = Convergence(window=args.conv_window, tol=args.conv_tol, max_steps=max_steps)
     subjects = [("run", p) for p in args.run] + [("config", p) for p in args.config]
     if not subjects:
         raise SystemExit("nothing to measure: pass --run RUN_DIR or --config FILE --untrained")
@@ -167,10 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         lr = args.lr or DEFAULT_LR
         results = hamming_by_depth(model, ids, depths, progress=lambda d: tqdm(d, desc=label, unit="depth"),
                                    steps=args.steps, lr=lr, seed=args.seed,
-                                   scale_to_embedding=args.scale_to_embedding)
+                                   scale_to_embedding=args.scale_to_embedding, convergence=convergence)
         rows += [{**r, "lr": lr} for r in _summary_rows(label, cfg, results)]
     meta = {"samples": args.samples, "steps": args.steps, "seed": args.seed, "top_k": TOP_K,
-            "scale_to_embedding": args.scale_to_embedding}
+            "scale_to_embedding": args.scale_to_embedding, "max_steps": max_steps, "window": args.conv_window,
+            "tol": args.conv_tol}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "representation.json", {**meta, "rows": rows})

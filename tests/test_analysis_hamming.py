@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from eval.hamming import TOP_K, decode_topk, embedding_pinv, hamming, hamming_by_depth, step_sizes
+from eval.hamming import (TOP_K, Convergence, decode_topk, embedding_pinv, hamming, hamming_by_depth, l1_converged,
+                          step_sizes)
 
 VOCAB, D, T = 256, 64, 16
 
@@ -115,3 +116,50 @@ def test_scale_to_embedding_makes_h_independent_of_the_embedding_scale():
     published = hamming(model, _ids(), steps=200, lr=0.05)
     scaled = hamming(model, _ids(), steps=200, lr=0.05, scale_to_embedding=True)
     assert published.mean > 0.5 and scaled.mean == 0.0
+
+
+def test_convergence_criterion_on_known_traces():
+    plateau = [1.0 - 0.99 * (1 - 0.5 ** t) for t in range(200)]  # falls fast, then flat at 0.01
+    assert l1_converged(plateau, window=50, tol=0.01)
+    steady = [1.0 - 0.001 * t for t in range(200)]  # 0.1 % per step: slow, far from any floor
+    assert not l1_converged(steady, window=50, tol=0.01)
+    tail = [0.05 * 0.995 ** t for t in range(200)]  # small against the start, large against itself
+    assert not l1_converged([1.0] + tail, window=50, tol=0.01)
+    assert l1_converged([0.7] * 100, window=50, tol=0.01)  # never moved: stationary (ratio 1 says so)
+    assert not l1_converged(plateau[:99], window=50, tol=0.01)  # too short to judge
+    with pytest.raises(ValueError, match="window"):
+        Convergence(window=0)
+
+
+def _tiny(family):
+    from pretrain.config import ModelConfig
+    from pretrain.models import build_model
+    torch.manual_seed(0)
+    return build_model(ModelConfig(family=family, d_model=32, n_layers=2, n_ctx=T, vocab_size=VOCAB,
+                                   heads=1 if family == "mixer" else 2))
+
+
+def test_a_real_model_row_marked_not_converged_still_descends():
+    """Too small a step: the published-length descent is marked not converged, and more steps of the
+    same descent do lower the L1 (the mark is right); the first steps are the published ones."""
+    model, ids = _tiny("llama"), _ids(n=4)
+    short = hamming(model, ids, steps=200, lr=0.0005)
+    assert not short.converged and short.steps_run == 200 and 0.8 < short.l1_ratio < 1.0
+    longer = hamming(model, ids, steps=600, lr=0.0005)
+    assert longer.final_l1 < 0.95 * short.final_l1
+    assert short.start_l1 == longer.start_l1  # same x0: the rows differ only in how far they got
+
+
+def test_a_real_model_run_until_converged_is_marked_and_stays_put():
+    """Run on until converged: marked converged before the cap, and forcing 300 more steps at the same
+    step size (a window longer than any run: never judged converged) moves the L1 by under 10 % and h by at most one position in 16."""
+    model, ids = _tiny("llama"), _ids(n=4)
+    published = hamming(model, ids, steps=100, lr=0.05)
+    assert not published.converged  # 100 steps: the descent is still falling
+    done = hamming(model, ids, steps=100, lr=0.05, convergence=Convergence(max_steps=3000))
+    assert done.converged and 200 <= done.steps_run < 3000 and done.l1_ratio < published.l1_ratio
+    forced = hamming(model, ids, steps=100, lr=0.05,
+                     convergence=Convergence(window=10**6, max_steps=done.steps_run + 300))
+    assert forced.steps_run == done.steps_run + 300 and not forced.converged
+    assert abs(forced.final_l1 - done.final_l1) < 0.1 * done.final_l1
+    assert abs(forced.mean - done.mean) <= 1 / T + 1e-9

@@ -36,7 +36,12 @@ def test_untrained_mixer_and_llama_on_real_text(tmp_path, shared_data):
     # an untrained mixer keeps its input recoverable (published: h ~ 0)
     assert mixer_last["h_mean"] < 0.1 and len(mixer_last["per_sample"]) == 3
     assert all(0.0 <= r["h_mean"] <= 1.0 for r in rows)
-    assert "| mix (untrained) | mixer | d64x2 | 2 |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| mix (untrained) | mixer | d64x2 | 2 |" in report and "| converged |" in report
+    for r in rows:  # every row says how far its inversion got, and whether it got there
+        assert r["final_l1"] == pytest.approx(r["l1_ratio"] * r["start_l1"]) and r["steps_run"] == 150
+        assert isinstance(r["converged"], bool)
+        assert f"| {r['steps_run']} | {'yes' if r['converged'] else '**no**'} |" in report
     assert (out / "representation.png").stat().st_size > 1000
 
 
@@ -75,3 +80,17 @@ def test_heldout_windows_pack_the_val_split(tmp_path):
     assert ids.tolist()[0] == [1, 2, 3, 4] and ids.tolist()[2] == [9, 10, 20, 21]
     with pytest.raises(SystemExit, match="fewer than 9 x 4"):
         heldout_windows(prep, n_ctx=4, n=9)
+
+
+def test_until_converged_runs_on_and_marks_rows(tmp_path, shared_data):
+    out = tmp_path / "out"
+    args = ["--config", str(_config(tmp_path, "mixer", "mix")), "--untrained", "--text",
+            str(shared_data / "tinystories/valid-head.txt"), "--tokenizer",
+            str(shared_data / "tokenizers/r50k_base.tiktoken"), "--samples", "2", "--depths", "last",
+            "--steps", "100", "--out", str(out)]
+    with pytest.raises(SystemExit, match="--max-steps 100 must exceed --steps 100"):
+        representation_main(args + ["--until-converged", "--max-steps", "100"])
+    assert representation_main(args + ["--until-converged", "--max-steps", "3000"]) == 0
+    (row,) = json.loads((out / "representation.json").read_text())["rows"]
+    assert row["converged"] and 100 < row["steps_run"] < 3000 and row["l1_ratio"] < 0.1
+    assert "until converged or 3000 steps" in (out / "report.md").read_text()
