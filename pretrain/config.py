@@ -39,6 +39,9 @@ class ModelConfig:
     norm: bool = True
     residual: bool = True
     linear: bool = False
+    # token-mixing structure and computation (pretrain/models/mixing_rules.py; docs/results/models.md)
+    mixing: Literal["full", "toeplitz"] = "full"  # toeplitz: one weight per distance, n per block
+    mixing_impl: Literal["auto", "dense", "blocked", "fft"] = "auto"  # auto: the fastest measured
     # transformers
     dropout: float = 0.0
     rope_theta: float = 10000.0

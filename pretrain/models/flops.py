@@ -9,10 +9,12 @@ FLOP convention (used by training logs, MFU and eval):
 - matmul FLOPs only (2 per multiply-add); norms, activations, softmax, masks and biases are free;
 - embedding lookups are free; the lm_head counts;
 - training = forward + backward = 3 x forward;
-- token mixing and attention are counted DENSELY: a masked n x n mixing matrix costs 2*T*d per
-  token forward (it is computed as a full matmul), attention 4*T*d (QK^T and AV). This dense count
-  is what the hardware executes and what MFU uses. `useful=True` counts only the causal half of
-  mixing/attention (the entries the mask keeps), for comparing with papers that report it.
+- token mixing and attention are counted as EXECUTED: a masked n x n mixing matrix computed as a
+  full matmul (mixing_impl "dense") costs 2*T*d per token forward, attention 4*T*d (QK^T and AV);
+  the mixer's "blocked" impl multiplies only the lower tiles (about (T+sub)/2T of that), its
+  Toeplitz "fft" impl is counted by transform size (pretrain/models/mixing_rules.py). This executed
+  count is what MFU uses. `useful=True` counts only the causal half of the dense mixing/attention
+  (the entries the mask keeps), for comparing with papers that report it.
 """
 from __future__ import annotations
 
@@ -30,8 +32,9 @@ def forward_flops_breakdown(model_cfg, n_ctx: int | None = None, useful: bool = 
     cfg = _model_cfg(model_cfg)
     cost = get_family(cfg.family).cost
     layer = cost.layer_flops(cfg, n_ctx or cfg.n_ctx)
-    out = {part: cfg.n_layers * flops * (0.5 if useful and part == "sequence" else 1.0)
-           for part, flops in layer.items()}
+    if useful:
+        layer["sequence"] = cost.useful_sequence_flops(cfg, n_ctx or cfg.n_ctx)
+    out = {part: cfg.n_layers * flops for part, flops in layer.items()}
     if getattr(cfg, "bidirectional", False):  # every layer runs two streams (pretrain/models/bidirectional.py)
         out = {part: 2 * flops for part, flops in out.items()}
     return {**out, "lm_head": cost.lm_head_flops(cfg)}

@@ -203,8 +203,8 @@ class TokenMixing(nn.Module):
         if cfg.heads > 1:
             self.head_in = nn.Linear(cfg.d_model, cfg.d_model)
             self.head_out = nn.Linear(cfg.d_model, cfg.d_model)
-        stage = ToeplitzMatrix if getattr(cfg, "mixing", "full") == "toeplitz" else MaskedMatrix
-        impl = getattr(cfg, "mixing_impl", "auto")
+        stage = ToeplitzMatrix if cfg.mixing == "toeplitz" else MaskedMatrix
+        impl = cfg.mixing_impl
         if cfg.expansion > 0:
             self.expand = stage(cfg.n_ctx, cfg.heads, cfg.expansion, cfg.kernel, cfg.softmax, impl)
             self.contract = stage(cfg.n_ctx, cfg.heads, 1, cfg.expansion, cfg.softmax, impl)

@@ -5,16 +5,22 @@ One method per term, so a new mixing option (an implementation, a structured mat
 terms it affects and nothing else."""
 from __future__ import annotations
 
+from pretrain.models import mixing_rules
 from pretrain.models.registry import CostModel, Family
 
 
 class MixerCost(CostModel):
     # --- forward FLOPs per token, one block ---------------------------------------------------
     def sequence_flops(self, cfg, t: int) -> float:
-        """Masked mixing, dense: expansion is an e*T x k*T stage then a T x e*T stage; else one
+        """Masked mixing as the configured computation executes it (dense, blocked or FFT; see
+        mixing_rules.sequence_flops): expansion is an e*T x k*T stage then a T x e*T stage; else one
         T x k*T matrix."""
+        return mixing_rules.sequence_flops(cfg, t)
+
+    def useful_sequence_flops(self, cfg, t: int) -> float:
+        """The causal half of the dense count, whatever runs (what papers report)."""
         k, e, d = cfg.kernel, cfg.expansion, cfg.d_model
-        return 2 * e * t * d * (k + 1) if e > 0 else 2 * k * t * d
+        return 0.5 * (2 * e * t * d * (k + 1) if e > 0 else 2 * k * t * d)
 
     def projection_flops(self, cfg) -> float:
         return 4 * cfg.d_model * cfg.d_model if cfg.heads > 1 else 0  # head_in, head_out
@@ -30,11 +36,8 @@ class MixerCost(CostModel):
     # --- parameters ---------------------------------------------------------------------------
     def mixing_params(self, cfg) -> int:
         """Per head: expand = e x k blocks of n x n plus e*n biases, contract = 1 x e blocks plus n;
-        without expansion one 1 x k stack plus n biases."""
-        h, k, e, n = cfg.heads, cfg.kernel, cfg.expansion, cfg.n_ctx
-        if e > 0:
-            return h * (e * k * n * n + e * n + e * n * n + n)
-        return h * (k * n * n + n)
+        without expansion one 1 x k stack plus n biases. Toeplitz blocks hold n weights, not n^2."""
+        return mixing_rules.mixing_params(cfg)
 
     def projection_params(self, cfg) -> int:
         d = cfg.d_model
@@ -78,7 +81,9 @@ class MixerCost(CostModel):
 
 MIXER = Family(
     name="mixer", model="pretrain.models.mixer:MaskedMixer", cost=MixerCost(),
-    options=frozenset({"expansion", "kernel", "softmax", "norm", "residual", "linear", "final_norm"}),
+    options=frozenset({"expansion", "kernel", "softmax", "norm", "residual", "linear", "final_norm", "mixing",
+                       "mixing_impl"}),
+    check=mixing_rules.check_mixing,
     refusals={"dropout": "the mixer has no dropout", "rope_theta": "the mixer has no positional encoding"},
     planner_heads=(1,),  # the paper's flat mixer
     description="masked mixer (arXiv 2409.01482): learned causal n_ctx x n_ctx token mixing")

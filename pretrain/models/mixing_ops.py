@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from pretrain.models.mixing_rules import lower_pieces, sub_tile_size, tile_size, time_tiles
+from pretrain.models.mixing_rules import fft_length, lower_pieces, sub_tile_size, tile_size, time_tiles
 
 
 class LowerTileMatmul(torch.autograd.Function):
@@ -109,11 +109,6 @@ def toeplitz_matrix(weight: torch.Tensor, seq_len: int) -> torch.Tensor:
     causal = distance >= 0
     full = weight[..., distance.clamp(min=0)]
     return full * causal.to(full.dtype)  # 0/1 product: exact zeros, and zero gradient, above the diagonal
-
-
-def fft_length(seq_len: int) -> int:
-    """FFT size for a linear (not circular) causal convolution of length T: >= 2T-1, a power of 2."""
-    return 1 << (2 * seq_len - 1).bit_length() if seq_len > 1 else 2
 
 
 def fft_causal_conv(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,8 @@ The thresholds are measured by `benchmarks/bench_mixing.py` (figures in docs/res
 """
 from __future__ import annotations
 
+import math
+
 MIXINGS = ("full", "toeplitz")
 MIXING_IMPLS = ("auto", "dense", "blocked", "fft")
 
@@ -61,3 +63,69 @@ def resolve_impl(mixing: str, impl: str, seq_len: int) -> str:
     if mixing == "toeplitz" and seq_len >= FFT_MIN_SEQ:
         return "fft"
     return "blocked" if seq_len >= BLOCKED_MIN_SEQ else "dense"
+
+
+def fft_length(seq_len: int) -> int:
+    """FFT size for a linear (not circular) causal convolution of length T: >= 2T-1, a power of 2."""
+    return 1 << (2 * seq_len - 1).bit_length() if seq_len > 1 else 2
+
+
+def check_mixing(cfg) -> None:
+    """The mixer's mixing options that do not combine (torch-free, at config load)."""
+    from stackcore.config import ConfigError
+
+    if cfg.mixing_impl == "fft" and cfg.mixing != "toeplitz":
+        raise ConfigError('model.mixing_impl = "fft" needs model.mixing = "toeplitz" (a full n x n matrix has no '
+                          'convolution form); use "auto", "dense" or "blocked"')
+    if cfg.mixing == "toeplitz" and cfg.softmax:
+        raise ConfigError('model.mixing = "toeplitz" with model.softmax = true: a row-normalised matrix is not '
+                          "Toeplitz; set one of them back (mixing = \"full\" or softmax = false)")
+    if cfg.mixing == "toeplitz" and getattr(cfg, "bidirectional", False):
+        raise ConfigError('model.mixing = "toeplitz" with model.bidirectional = true: the reverse stream '
+                          're-masks its matrices, which a Toeplitz mixing cannot take; use mixing = "full"')
+
+
+def mixing_stages(cfg) -> list[tuple[int, int]]:
+    """(out_blocks, in_blocks) of each masked stage of one head: expansion e is an e x k stage then a
+    1 x e one; otherwise one 1 x k stage (k = kernel taps)."""
+    k, e = cfg.kernel, cfg.expansion
+    return [(e, k), (1, e)] if e > 0 else [(1, k)]
+
+
+def fft_training_flops_per_column(seq_len: int, out_blocks: int, in_blocks: int) -> float:
+    """Training (forward + backward) FLOPs of one FFT mixing stage per input column (one channel of
+    one sequence). Convention: a real transform of length L costs 2.5 L log2 L, a complex one 5 L log2 L
+    (half / all of the classic 5 N log2 N); a complex multiply(-add) costs 8. Executed: forward rfft of
+    each input block and irfft of each output block; backward rfft of the output gradients and a
+    complex transform per input block (torch's rfft backward); one product per block pair forward and
+    two backward (dx, dW). The weights' own transforms are per call, not per token: left out (<1% at
+    batch x channels >= 128)."""
+    n_fft = fft_length(seq_len)
+    real = 2.5 * n_fft * math.log2(n_fft)
+    transforms = real * (in_blocks + out_blocks) + real * out_blocks + 2 * real * in_blocks
+    products = 3 * 8 * out_blocks * in_blocks * (n_fft // 2 + 1)
+    return transforms + products
+
+
+def sequence_flops(cfg, t: int) -> float:
+    """Forward FLOPs per token of one layer's token mixing as the configured computation executes it:
+    dense counts the full T x T products, blocked the pieces it multiplies (`blocked_products`), fft
+    one third of its training FLOPs (its backward is not 2x its forward; 3 x this term = executed).
+    A bidirectional reverse stream re-masks, so it always runs dense: its half counts dense."""
+    d = cfg.d_model
+    impl = resolve_impl(cfg.mixing, cfg.mixing_impl, t)
+    dense = sum(2 * ob * ib * t * d for ob, ib in mixing_stages(cfg))
+    if impl == "dense":
+        return dense
+    if impl == "fft":  # d columns per token over all heads; each stage's transforms per column
+        return d / t * sum(fft_training_flops_per_column(t, ob, ib) for ob, ib in mixing_stages(cfg)) / 3
+    blocked = dense * blocked_products(t) / (t * t)
+    return (blocked + dense) / 2 if getattr(cfg, "bidirectional", False) else blocked
+
+
+def mixing_params(cfg) -> int:
+    """Mixing parameters of one layer: per head and stage, out x in blocks of n x n weights (full) or
+    n per-distance weights (toeplitz), plus one bias per output block and position."""
+    n = cfg.n_ctx
+    per_block = n if cfg.mixing == "toeplitz" else n * n
+    return cfg.heads * sum(ob * ib * per_block + ob * n for ob, ib in mixing_stages(cfg))

@@ -49,6 +49,11 @@ class CostModel(abc.ABC):
         """Forward FLOPs per token of ONE block at sequence length t, by part. "sequence" must be the
         only t-dependent part (mixing or attention, counted densely); `useful=True` halves it."""
 
+    def useful_sequence_flops(self, cfg, t: int) -> float:
+        """The "sequence" part counted as the causal half of its dense count (`useful=True`). A family
+        whose executed count is not the dense one (the mixer's blocked/FFT mixing) overrides this."""
+        return 0.5 * self.layer_flops(cfg, t)["sequence"]
+
     @abc.abstractmethod
     def block_params(self, cfg) -> int:
         """Parameters of one block."""
