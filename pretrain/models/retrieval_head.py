@@ -60,6 +60,11 @@ class RetrievalModel(nn.Module):
             p.requires_grad_(False)
         self.scorer = scorer
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The trainable blocks (the slot mixer's): what layer statistics and activation checkpointing see."""
+        return self.scorer.blocks
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.embedder.eval()  # frozen: no dropout, whatever the trainer asks
