@@ -4,14 +4,14 @@ Loss (nats/token) and bits per byte of a checkpoint on a prepared split. PATH is
 (`model.safetensors` + `config.toml`, from `pretrain.export`), a DeepSpeed checkpoint directory, or a
 run directory (its latest checkpoint). The sequences are the ones the trainer validates on
 (`pretrain.validation.validation_set`: the first N tokens of the split, packed or per document as the run's
-data.mode says), so on the run's own val split this reproduces the logged val_loss.
+data.mode says) and the metrics come from the run objective's `evaluate`, the function the trainer's
+validation calls, so on the run's own val split this reproduces the logged val_loss and val_bpb.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import tempfile
 import time
@@ -53,47 +53,38 @@ def split_as_val(manifest: dict[str, Any], split: str) -> dict[str, Any]:
     return dict(manifest, shards=shards, totals=totals)
 
 
-def evaluate(model, sequences, batch: int = 16, device: str = "cpu", progress: bool = True) -> dict[str, float]:
-    """Token-weighted mean next-token loss over [N, 2, n_ctx] (inputs, aligned labels) sequences."""
-    import torch
-    import torch.nn.functional as F
-    from tqdm import tqdm
-
+def evaluate(model, cfg, val, batch: int = 16, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """The run objective's metrics on `val` through `Objective.evaluate`, the function the trainer's
+    validation calls: one definition of val_loss and val_bpb (over the tokens actually evaluated)."""
+    from pretrain.objectives import build_objective
     model.eval().to(device)
-    total, count = 0.0, 0
-    starts = range(0, len(sequences), batch)
-    with torch.no_grad():
-        for i in tqdm(starts, desc="eval loss", unit="batch", disable=not progress):
-            chunk = sequences[i: i + batch].to(device)
-            logits = model(chunk[:, 0]).logits.float()
-            labels = chunk[:, 1]
-            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                           ignore_index=-100, reduction="sum"))
-            count += int((labels != -100).sum())
-    if count == 0:
+    metrics = build_objective(cfg).evaluate(model, val, world=None, micro_batch=batch, device=device,
+                                            progress=progress)
+    if metrics.get("val_tokens") == 0:
         raise ValueError("no target tokens to evaluate (all labels ignored)")
-    return {"loss": total / count, "tokens": count}
+    return metrics
 
 
 def checkpoint_loss(checkpoint: str | Path, data: str | Path, split: str = "val", tokens: int = 0,
                     batch: int = 16, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
     from pretrain.data import check_manifest
-    from pretrain.validation import validation_set
+    from pretrain.objectives import build_objective
     model, cfg = load_checkpoint(checkpoint)
     data_cfg = dataclasses.replace(cfg.data, path=str(data), val_tokens=tokens or cfg.data.val_tokens)
     cfg = dataclasses.replace(cfg, data=data_cfg)
     manifest = split_as_val(check_manifest(data, cfg.model, cfg.data), split)
-    found = validation_set(cfg, manifest)
-    if found is None:
+    val = build_objective(cfg).validation_set(manifest)
+    if val is None:
         raise FormatError(f"{Path(data) / 'manifest.json'}: split {split!r} holds no sequence of "
                           f"n_ctx={cfg.model.n_ctx}; prep more text or use another split")
-    sequences, bytes_per_token = found
     start = time.perf_counter()
-    result = evaluate(model, sequences, batch=batch, device=device, progress=progress)
-    result.update(bpb=result["loss"] / math.log(2) / bytes_per_token if bytes_per_token else None,
-                  bytes_per_token=bytes_per_token, sequences=int(len(sequences)), split=split,
+    metrics = evaluate(model, cfg, val, batch=batch, device=device, progress=progress)
+    result = {"loss": metrics.get("val_loss"), "tokens": metrics.get("val_tokens"), "bpb": metrics.get("val_bpb"),
+              "metrics": metrics}
+    result.update(bytes_per_token=getattr(val, "bytes_per_token", None), sequences=int(len(val)), split=split,
                   checkpoint=str(checkpoint), data=str(data), n_ctx=cfg.model.n_ctx, family=cfg.model.family,
-                  fingerprint=manifest.get("fingerprint"), wall_s=time.perf_counter() - start)
+                  objective=build_objective(cfg).name, fingerprint=manifest.get("fingerprint"),
+                  wall_s=time.perf_counter() - start)
     return result
 
 
@@ -118,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result['checkpoint']} on {result['data']} [{result['split']}]: loss {result['loss']:.4f} nats/token, "
           f"{bpb} bits/byte over {result['tokens']} tokens ({result['sequences']} sequences of {result['n_ctx']}) "
           f"in {result['wall_s']:.1f} s")
+    others = {k: v for k, v in result["metrics"].items() if k not in ("val_loss", "val_bpb", "val_tokens")}
+    if others:
+        print(f"other metrics of objective {result['objective']}: {others}")
     if args.json:
         atomic_write_json(args.json, result)
     return 0
