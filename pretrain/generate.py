@@ -1,11 +1,15 @@
 """`python -m pretrain.generate --run RUN_DIR --prompt TEXT`: sample text from any trained model family.
 
 Greedy decoding (`--temperature 0`, the default) or temperature sampling (optionally top-k), a fixed
-seed, at most `--max-new-tokens`, stopping at EOS. No KV cache: every step re-reads the window, which
-is what a masked mixer needs anyway -- its token-mixing matrix is n_ctx x n_ctx, so the model only ever
-sees the last n_ctx tokens, each at its position inside that fixed window. When prompt + output outgrow
-the window it slides by one token per step (`--overflow slide`) or generation stops (`--overflow stop`).
-The same loop serves every family: it uses only `model(input_ids).logits`.
+seed, at most `--max-new-tokens`, stopping at EOS. A masked mixer only ever sees the last n_ctx tokens,
+each at its position inside that fixed window. When prompt + output outgrow the window it slides by
+one token per step (`--overflow slide`) or generation stops (`--overflow stop`).
+
+While the window has not slid, a model with an incremental step (`decode_state()` / `decode_step()`:
+the masked mixer, Toeplitz or full) feeds one token per step: each mixing stage keeps its inputs so far
+and reads one weight row (Toeplitz: its per-distance weights) -- O(t*d) per layer, no n x n matrix.
+Once the window slides every position moves, so the window is re-run (a Toeplitz mixer by FFT). Other
+families always re-run the window: the loop uses only `model(input_ids).logits` for them.
 """
 from __future__ import annotations
 
@@ -39,6 +43,26 @@ def _next_token(logits: torch.Tensor, temperature: float, top_k: int, generator:
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
 
 
+class _NextLogits:
+    """Logits for the token after `ids`: by incremental steps while the window has not slid and the
+    model has them, else by re-running the model on the last n_ctx tokens."""
+
+    def __init__(self, model: nn.Module, n_ctx: int, device):
+        make_state = getattr(model, "decode_state", None)
+        self.state = make_state() if callable(make_state) else None
+        self.model, self.n_ctx, self.device = model, n_ctx, device
+        self.fed = 0  # tokens of ids already stepped through
+
+    def __call__(self, ids: list[int]) -> torch.Tensor:
+        if self.state is not None and len(ids) <= self.n_ctx:
+            for token in ids[self.fed:]:
+                logits = self.model.decode_step(token, self.state)
+            self.fed = len(ids)
+            return logits
+        self.state = None  # the window slid: positions moved, the stepped state no longer applies
+        return self.model(torch.tensor([ids[-self.n_ctx:]], device=self.device)).logits[0, -1]
+
+
 @torch.no_grad()
 def generate(model: nn.Module, prompt_ids: list[int], max_new_tokens: int = 64, temperature: float = 0.0,
              top_k: int = 0, eos_id: int | None = None, seed: int = 0, n_ctx: int | None = None,
@@ -58,6 +82,7 @@ def generate(model: nn.Module, prompt_ids: list[int], max_new_tokens: int = 64, 
     model.eval()
     device = model.embedding.weight.device
     generator = torch.Generator().manual_seed(seed)
+    next_logits = _NextLogits(model, n_ctx, device)
     ids = list(prompt_ids)
     new: list[int] = []
     stop = "max_new_tokens"
@@ -66,8 +91,7 @@ def generate(model: nn.Module, prompt_ids: list[int], max_new_tokens: int = 64, 
             if len(ids) >= n_ctx and overflow == "stop":
                 stop = "window"
                 break
-            window = ids[-n_ctx:]
-            logits = model(torch.tensor([window], device=device)).logits[0, -1]
+            logits = next_logits(ids)
             token = _next_token(logits, temperature, top_k, generator)
             if eos_id is not None and token == eos_id:
                 stop = "eos"
