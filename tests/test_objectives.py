@@ -94,3 +94,14 @@ def test_next_token_loss_matches_model_loss():
     labels[0, :4] = -100
     loss, n = build_objective(cfg).loss(model, (inputs, labels))
     assert torch.equal(loss, model(inputs, labels=labels).loss) and int(n) == 20
+
+
+def test_eval_loss_reproduces_the_logged_validation_exactly(tmp_path_factory):
+    """`python -m eval loss` and training validation are one function: with the same batching the final
+    checkpoint's numbers are EQUAL to the logged ones."""
+    from eval.loss import checkpoint_loss
+    from train_fixtures import reference_run
+    run_dir = reference_run(tmp_path_factory, 1, 0)
+    last = [r for r in read_metrics(run_dir) if r.get("val_loss") is not None][-1]
+    got = checkpoint_loss(run_dir, prepped_corpus(tmp_path_factory), batch=2, progress=False)  # micro_batch 2
+    assert (got["loss"], got["bpb"], got["tokens"]) == (last["val_loss"], last["val_bpb"], last["val_tokens"])
