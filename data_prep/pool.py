@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_prep.tasks import PrepError, pending_tasks, run_task
+from data_prep.tasks import PrepError, pending_tasks, remove_leftovers, run_task
 
 
 def _child(conn, counters, out_dir: str, index: int, slot: int) -> None:
@@ -63,11 +63,13 @@ def run_tasks(out_dir: str | Path, indices: list[int], workers: int, show_progre
     """Run the given tasks (any order, any worker count: the shards do not depend on it)."""
     out_dir = str(out_dir)
     bar = _Progress(len(indices), show_progress)
+    pending = set(pending_tasks(out_dir)) & set(indices)
     results: list[dict] = []
     try:
         if workers <= 1 or len(indices) <= 1:
+            remove_leftovers(out_dir, pending)  # one directory scan for all the tasks of this process
             for index in indices:
-                results.append(run_task(out_dir, index, progress=bar.add))
+                results.append(run_task(out_dir, index, progress=bar.add, leftovers_removed=True))
                 bar.bar.update(1)
             return results
         _run_in_processes(out_dir, indices, workers, bar, results)

@@ -17,16 +17,17 @@ import functools
 import glob
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from data_prep.builtin_corpus import BUILTIN_PREFIX, builtin_parts
-from data_prep.config import PLAN_OPTIONS, PrepConfig
-from data_prep.format import atomic_write_json, token_dtype
 import numpy as np
 
 from data_prep.block_encode import BlockEncoder
+from data_prep.builtin_corpus import BUILTIN_PREFIX, builtin_parts
+from data_prep.config import PLAN_OPTIONS, PrepConfig
+from data_prep.format import atomic_write_json, token_dtype
 from data_prep.readers import InputError, InputStats, input_kind, read_blocks
 from data_prep.shards import SplitWriter
 from data_prep.tokenizer import describe, eos_id, load_tokenizer, ranks_sha256
@@ -44,6 +45,7 @@ class PrepError(RuntimeError):
 def expand_inputs(patterns: list[str]) -> list[str]:
     """Files from paths, globs and directories (each sorted), builtins as given; duplicates dropped."""
     out: list[str] = []
+    seen: set[str] = set()  # (a list lookup would make thousands of inputs quadratic)
     for pattern in patterns:
         if pattern.startswith(BUILTIN_PREFIX):
             found = [pattern]
@@ -60,7 +62,8 @@ def expand_inputs(patterns: list[str]) -> list[str]:
                 if not Path(path).is_file():
                     raise InputError(f"{path}: input file not found")
                 path = str(Path(path).resolve())
-            if path not in out:
+            if path not in seen:
+                seen.add(path)
                 out.append(path)
     if not out:
         raise InputError("no inputs: pass --input PATH_OR_GLOB... (or builtin:python-docs)")
@@ -159,12 +162,28 @@ def read_plan(out_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _task_plan(out_dir: str | Path) -> dict:
+    """read_plan, parsed once per process while the file is unchanged (never mutate the result): one
+    process running thousands of small tasks would otherwise parse the whole plan once per task."""
+    path = Path(out_dir) / PLAN_NAME
+    try:
+        stat = path.stat()
+    except OSError:
+        return read_plan(out_dir)  # (its error)
+    return _parsed_plan(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_plan(path: str, _mtime_ns: int, _size: int) -> dict:
+    return read_plan(Path(path).parent)
+
+
 def marker_path(out_dir: str | Path, index: int) -> Path:
     return Path(out_dir) / TASKS_DIR / f"{index:05d}.json"
 
 
 def pending_tasks(out_dir: str | Path) -> list[int]:
-    plan = read_plan(out_dir)
+    plan = _task_plan(out_dir)
     return [t["index"] for t in plan["tasks"] if not marker_path(out_dir, t["index"]).is_file()]
 
 
@@ -207,18 +226,38 @@ def _write_block(writers: dict[str, SplitWriter], tokens: np.ndarray, lengths: n
         writers[split].add_block(tokens[toks], lengths[docs], int(sizes[docs].sum()))
 
 
+def _leftover_task(name: str) -> int | None:
+    """The task of a shard or temp shard file name (`train-00003-00000.tar`, `.val-00003-xyz.tmp`)."""
+    stem = name[1:] if name.startswith(".") else name
+    split, _, rest = stem.partition("-")
+    if split not in SPLITS or not name.endswith(".tmp" if name.startswith(".") else ".tar"):
+        return None
+    task, dash, _ = rest.partition("-")
+    return int(task) if dash and len(task) >= 5 and task.isdigit() else None
+
+
+def remove_leftovers(out: str | Path, indices: set[int]) -> None:
+    """Delete the shards and temp shards of these (unfinished) tasks with one directory scan; then run them
+    with run_task(..., leftovers_removed=True): one scan per task would make many tasks quadratic."""
+    with os.scandir(out) as entries:
+        for entry in entries:
+            if _leftover_task(entry.name) in indices:
+                Path(entry.path).unlink(missing_ok=True)
+
+
 def _remove_leftovers(out: Path, index: int) -> None:
     for split in SPLITS:
         for path in list(out.glob(f"{split}-{index:05d}-*.tar")) + list(out.glob(f".{split}-{index:05d}-*.tmp")):
             path.unlink(missing_ok=True)
 
 
-def run_task(out_dir: str | Path, index: int,
-             progress: Callable[[int, int, int], None] | None = None) -> dict:
+def run_task(out_dir: str | Path, index: int, progress: Callable[[int, int, int], None] | None = None,
+             leftovers_removed: bool = False) -> dict:
     """Run task `index` of the plan in `out_dir`; returns its completion record (also saved as marker).
-    A finished task returns its marker untouched. `progress(docs, tokens, utf8_bytes)` gets increments."""
+    A finished task returns its marker untouched. `progress(docs, tokens, utf8_bytes)` gets increments.
+    `leftovers_removed`: the caller just ran remove_leftovers() for this task (skips a directory scan)."""
     out = Path(out_dir)
-    plan = read_plan(out)
+    plan = _task_plan(out)
     if plan.get("pairs"):  # a `data_prep pairs` plan: same tasks, pool and markers, pair documents
         from data_prep.pairs import run_pair_task
         return run_pair_task(out, index, plan, progress)
@@ -230,7 +269,8 @@ def run_task(out_dir: str | Path, index: int,
         return json.loads(marker.read_text())
     started = time.perf_counter()
     unit, opts = plan["tasks"][index], plan["options"]
-    _remove_leftovers(out, index)
+    if not leftovers_removed:
+        _remove_leftovers(out, index)
     enc = _tokenizer(opts["tokenizer"], plan["ranks_sha256"])
     encode = BlockEncoder(enc)
     writers = {split: SplitWriter(out, split, index, token_dtype(enc.n_vocab), opts["sample_tokens"],
