@@ -68,6 +68,10 @@ class HammingResult:
     start_l1: float = float("nan")  # the same at x0, before any step
     steps_run: int = 0  # descent steps (the largest over the batches)
     converged: bool = False  # every batch met the Convergence criterion at its last step
+    # When the descent ran on past its schedule: h and the convergence mark at the end of the schedule
+    # (the published protocol's row), so one descent shows whether running on changes h.
+    schedule_per_sample: list[float] | None = None
+    schedule_converged: bool | None = None
 
     @property
     def l1_ratio(self) -> float:
@@ -119,6 +123,8 @@ class Descent:
     final_l1: float
     steps: int
     converged: bool
+    x_at_schedule: torch.Tensor | None = None  # x after the fixed schedule, when the descent ran on
+    converged_at_schedule: bool | None = None
 
 
 def invert_blocks(model: nn.Module, ids: torch.Tensor, depth: int | None, steps: int, lr: float,
@@ -137,7 +143,11 @@ def invert_blocks(model: nn.Module, ids: torch.Tensor, depth: int | None, steps:
     x = (x + offset).requires_grad_(True)
     sizes = step_sizes(lr, steps)
     trace: list[float] = []
+    at_schedule = None
     while True:
+        if len(trace) == steps and conv.max_steps > steps:
+            at_schedule = x.detach() - offset  # the published protocol's end point
+
         # Summed over elements so each coordinate's gradient is O(1) whatever the batch and shape;
         # samples do not interact (the model mixes only within a sequence).
         loss = (model.forward_blocks(x, depth) - target).abs().sum()
@@ -147,10 +157,13 @@ def invert_blocks(model: nn.Module, ids: torch.Tensor, depth: int | None, steps:
             x -= sizes[min(len(trace), steps) - 1] * grad
         if len(trace) >= steps and (len(trace) >= conv.max_steps or l1_converged(trace, conv.window, conv.tol)):
             break
+    if conv.max_steps > steps and at_schedule is None:  # converged right at the end of the schedule
+        at_schedule = x.detach() - offset
     with torch.no_grad():
         final = float((model.forward_blocks(x, depth) - target).abs().mean())
     return Descent(x.detach() - offset, token_part, trace[0], final, len(trace),
-                   l1_converged(trace, conv.window, conv.tol))
+                   l1_converged(trace, conv.window, conv.tol), at_schedule,
+                   None if at_schedule is None else l1_converged(trace[:steps], conv.window, conv.tol))
 
 
 def hamming(model: nn.Module, ids: torch.Tensor, depth: int | None = None, steps: int = 500,
@@ -182,13 +195,16 @@ def hamming(model: nn.Module, ids: torch.Tensor, depth: int | None = None, steps
         scale = float(model.embedding.weight.detach().float().std()) if scale_to_embedding else 1.0
         generator = torch.Generator().manual_seed(seed)
         per_sample: list[float] = []
+        at_schedule: list[float] = []
         descents: list[Descent] = []
         for start in range(0, ids.size(0), batch_size):
             chunk = ids[start:start + batch_size].to(device)
             d = invert_blocks(model, chunk, depth, steps, lr * scale, generator, x0_std=scale,
                               convergence=convergence)
-            per_sample += miss_fraction(decode_topk(d.x, pinv.to(device)), chunk,
-                                        mask[start:start + batch_size].to(device)).tolist()
+            chunk_mask = mask[start:start + batch_size].to(device)
+            per_sample += miss_fraction(decode_topk(d.x, pinv.to(device)), chunk, chunk_mask).tolist()
+            if d.x_at_schedule is not None:
+                at_schedule += miss_fraction(decode_topk(d.x_at_schedule, pinv.to(device)), chunk, chunk_mask).tolist()
             descents.append(d)
     finally:
         for p in frozen:
@@ -197,7 +213,10 @@ def hamming(model: nn.Module, ids: torch.Tensor, depth: int | None = None, steps
     return HammingResult(depth=n_blocks if depth is None else depth, per_sample=per_sample,
                          final_l1=sum(d.final_l1 for d in descents) / len(descents),
                          start_l1=sum(d.start_l1 for d in descents) / len(descents),
-                         steps_run=max(d.steps for d in descents), converged=all(d.converged for d in descents))
+                         steps_run=max(d.steps for d in descents), converged=all(d.converged for d in descents),
+                         schedule_per_sample=at_schedule or None,
+                         schedule_converged=None if not at_schedule else all(d.converged_at_schedule
+                                                                             for d in descents))
 
 
 def hamming_by_depth(model: nn.Module, ids: torch.Tensor, depths: list[int], progress=None,

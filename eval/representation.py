@@ -86,28 +86,43 @@ def _summary_rows(label: str, cfg, results) -> list[dict[str, Any]]:
              "h_mean": r.mean, "h_std": r.std, "h_min": min(r.per_sample), "h_max": max(r.per_sample),
              "samples": len(r.per_sample), "start_l1": r.start_l1, "final_l1": r.final_l1,
              "l1_ratio": r.l1_ratio, "steps_run": r.steps_run, "converged": r.converged,
-             "per_sample": r.per_sample}
+             "per_sample": r.per_sample, **_schedule_fields(r)}
             for r in results]
 
 
+def _schedule_fields(r) -> dict[str, Any]:
+    """The published schedule's end point of a descent that ran on (absent otherwise)."""
+    if r.schedule_per_sample is None:
+        return {}
+    return {"h_schedule_mean": sum(r.schedule_per_sample) / len(r.schedule_per_sample),
+            "schedule_converged": r.schedule_converged}
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "**no**"
+
+
 def report_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    extended = all("h_schedule_mean" in r for r in rows) and meta.get("max_steps", 0) > meta["steps"]
     lines = [f"Modified Hamming metric h (fraction of positions whose token is not in the top-{TOP_K} "
              f"decoded via pinv(W_emb)); {meta['samples']} windows of held-out text, {meta['steps']} steps. "
              f"Chance for vocab V is 1 - {TOP_K}/V. Published: {PUBLISHED}."
              + (" Start and step size scaled to std(W_emb) (not the published protocol)."
                 if meta.get("scale_to_embedding") else ""), "",
-             "", f"Converged: over the last {meta['window']} steps the L1 fell by less than {meta['tol']:g} of "
+             f"Converged: over the last {meta['window']} steps the L1 fell by less than {meta['tol']:g} of "
              "its value and of its fall since the start (eval.hamming.Convergence); "
              + (f"the descent ran on at lr/10 after the schedule until converged or {meta['max_steps']} steps. "
-                if meta.get("max_steps", 0) > meta["steps"] else "the published fixed schedule, not extended. ")
+                if extended else "the published fixed schedule, not extended. ")
              + "**Only converged rows measure the model**: in a row marked *no* the optimiser ran out of "
-             "steps, and its h would still change with more of them.", "",
+             "steps, and its h may still change with more of them.", "",
              "| model | family | shape | depth | h mean | h std | h min..max | final L1 | L1 final/start "
-             "| steps | converged |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| steps | converged |" + (f" h after {meta['steps']} steps (converged then?) |" if extended else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if extended else "")]
     for r in rows:
         lines.append(f"| {r['model']} | {r['family']} | {r['shape']} | {r['depth']} | {r['h_mean']:.3f} "
                      f"| {r['h_std']:.3f} | {r['h_min']:.3f}..{r['h_max']:.3f} | {r['final_l1']:.4f} "
-                     f"| {r['l1_ratio']:.4f} | {r['steps_run']} | {'yes' if r['converged'] else '**no**'} |")
+                     f"| {r['l1_ratio']:.4f} | {r['steps_run']} | {_yes_no(r['converged'])} |"
+                     + (f" {r['h_schedule_mean']:.3f} ({_yes_no(r['schedule_converged'])}) |" if extended else ""))
     return "\n".join(lines) + "\n"
 
 

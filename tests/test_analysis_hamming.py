@@ -158,6 +158,9 @@ def test_a_real_model_run_until_converged_is_marked_and_stays_put():
     assert not published.converged  # 100 steps: the descent is still falling
     done = hamming(model, ids, steps=100, lr=0.05, convergence=Convergence(max_steps=3000))
     assert done.converged and 200 <= done.steps_run < 3000 and done.l1_ratio < published.l1_ratio
+    # its first 100 steps are the published descent: same h and mark at the end of the schedule
+    assert done.schedule_per_sample == published.per_sample and done.schedule_converged is False
+    assert published.schedule_per_sample is None  # not extended: nothing to report twice
     forced = hamming(model, ids, steps=100, lr=0.05,
                      convergence=Convergence(window=10**6, max_steps=done.steps_run + 300))
     assert forced.steps_run == done.steps_run + 300 and not forced.converged

@@ -93,4 +93,6 @@ def test_until_converged_runs_on_and_marks_rows(tmp_path, shared_data):
     assert representation_main(args + ["--until-converged", "--max-steps", "3000"]) == 0
     (row,) = json.loads((out / "representation.json").read_text())["rows"]
     assert row["converged"] and 100 < row["steps_run"] < 3000 and row["l1_ratio"] < 0.1
-    assert "until converged or 3000 steps" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "until converged or 3000 steps" in report and "h after 100 steps (converged then?)" in report
+    assert 0.0 <= row["h_schedule_mean"] <= 1.0 and isinstance(row["schedule_converged"], bool)
