@@ -135,12 +135,18 @@ def plot(rows: list[dict[str, Any]], out_png: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = "osD^vx*P"
+    ringed = False
     for i, label in enumerate(dict.fromkeys(r["model"] for r in rows)):
         pts = [r for r in rows if r["model"] == label]
         style = family_line_style(pts[0]["family"])
         ax.errorbar([r["depth"] for r in pts], [r["h_mean"] for r in pts], yerr=[r["h_std"] for r in pts],
                     label=label, linestyle=style, marker=markers[i % len(markers)], capsize=3,
                     alpha=0.8, markersize=8 - i)  # shrinking markers: equal curves (h = 0) stay visible
+        loose = [r for r in pts if not r.get("converged", True)]
+        if loose:  # a descent that did not converge: its h measures the optimiser, ring it
+            ax.plot([r["depth"] for r in loose], [r["h_mean"] for r in loose], "o", markersize=16,
+                    markerfacecolor="none", markeredgecolor="k", label=None if ringed else "not converged")
+            ringed = True
     ax.set_xlabel("blocks before the target (depth)")
     ax.set_ylabel("h (lower = input more recoverable)")
     ax.set_ylim(-0.03, 1.03)
