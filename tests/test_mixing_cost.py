@@ -152,3 +152,16 @@ def test_generation_steps_until_the_window_slides_and_matches_rerunning_it():
     model.decode_state = lambda: None  # what a model without incremental steps gets
     rerun = generate(model, [5, 6, 7], max_new_tokens=20)
     assert stepped.new_ids == rerun.new_ids and len(stepped.new_ids) == 20
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "-".join(f"{k}{v}" for k, v in s.items()) or "flat")
+@pytest.mark.parametrize("mixing,impl", [("full", "blocked"), ("toeplitz", "dense"), ("toeplitz", "fft")])
+def test_activation_estimate_matches_saved_tensors(shape, mixing, impl):
+    from test_flops import saved_activation_values
+
+    from pretrain.models.flops import activation_values_per_sequence
+
+    torch.manual_seed(0)
+    cfg = tiny(mixing=mixing, mixing_impl=impl, n_ctx=24, d_model=48, **shape)
+    measured = saved_activation_values(build_model(cfg), torch.randint(0, cfg.vocab_size, (1, cfg.n_ctx)))
+    assert activation_values_per_sequence(cfg) == measured

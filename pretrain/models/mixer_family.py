@@ -72,7 +72,8 @@ class MixerCost(CostModel):
         matrices = self.mixing_matrices(cfg)
         if cfg.softmax:  # masked_fill keeps one bool T x T mask per masked-matrix module
             matrices += 0.25 * (2 if e > 0 else 1)
-        return per_td * t * d + matrices * t * t + (4 * t if norm else 0)
+        fft = mixing_rules.fft_activation_values_delta(cfg, t)  # 0 unless Toeplitz mixing runs by FFT
+        return per_td * t * d + matrices * t * t + (4 * t if norm else 0) + fft
 
     def head_activation_values(self, cfg, t: int) -> float:
         head = super().head_activation_values(cfg, t)

@@ -103,12 +103,13 @@ def lower_tile_matmul(w: torch.Tensor, x: torch.Tensor, seq_len: int, out_blocks
 
 def toeplitz_matrix(weight: torch.Tensor, seq_len: int) -> torch.Tensor:
     """Per-distance weights [..., n] -> the lower-triangular Toeplitz matrices [..., T, T] with
-    W_ij = w_(i-j) for i >= j and exact zeros above the diagonal."""
-    pos = torch.arange(seq_len, device=weight.device)
-    distance = pos.view(-1, 1) - pos.view(1, -1)
-    causal = distance >= 0
-    full = weight[..., distance.clamp(min=0)]
-    return full * causal.to(full.dtype)  # 0/1 product: exact zeros, and zero gradient, above the diagonal
+    W_ij = w_(i-j) for i >= j and exact zeros above the diagonal.
+
+    Row i is a length-T window of [w_(T-1) .. w_0, 0 .. 0] (reversed weights, then T-1 zeros) starting
+    at T-1-i: views (unfold) of one short vector, no gather, so autograd saves no T x T index."""
+    w = weight[..., :seq_len]
+    reversed_then_zeros = torch.cat([w.new_zeros(*w.shape[:-1], seq_len - 1), w], -1).flip(-1)
+    return reversed_then_zeros.unfold(-1, seq_len, 1).flip(-2)
 
 
 def fft_causal_conv(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -129,3 +129,17 @@ def mixing_params(cfg) -> int:
     n = cfg.n_ctx
     per_block = n if cfg.mixing == "toeplitz" else n * n
     return cfg.heads * sum(ob * ib * per_block + ob * n for ob, ib in mixing_stages(cfg))
+
+
+def fft_activation_values_delta(cfg, t: int) -> float:
+    """Values one layer's FFT mixing saves for backward per sequence, minus what the matrix product
+    saves (the mixer's base formula counts that: each stage's input [T] per column and its T x T
+    matrices). rfft keeps its zero-padded input (L values) and the product keeps the transform
+    (L/2+1 complex), per input column and per weight block. 0 when the mixing is not by FFT."""
+    if resolve_impl(cfg.mixing, cfg.mixing_impl, t) != "fft":
+        return 0.0
+    kept = 2 * fft_length(t) + 2
+    delta = 0
+    for ob, ib in mixing_stages(cfg):
+        delta += ib * cfg.d_model * (kept - t) + cfg.heads * ob * ib * (kept - t * t)
+    return float(delta)
