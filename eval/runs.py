@@ -148,6 +148,8 @@ def validation_identity(config: dict[str, Any], metrics: list[dict[str, Any]], r
             ident["tokenizer"] = found.get("ranks_sha256") or found.get("tokenizer")
     # Packed and per-document validation sets hold different sequences of the same tokens.
     ident["mode"] = data.get("mode")
+    # What val_loss measures: objectives whose targets are not the next token record it (e.g. an autoencoder).
+    ident["target"] = next((r["val_target"] for r in val_rows[-1:] if r.get("val_target")), "next_token")
     # The loss is averaged over log.eval_tokens of the fixed set when that is set (0 = all of it).
     eval_tokens = int(config.get("log", {}).get("eval_tokens", 0) or 0)
     if eval_tokens and ident.get("val_tokens") is not None:
@@ -195,7 +197,8 @@ def check_comparable(runs: list[Run], allow_unknown: bool = False) -> dict[str, 
     for r in runs[1:]:
         for key, what in (("tokenizer", "tokenizers"), ("fingerprint", "validation data (manifest fingerprint)"),
                           ("val_tokens", "validation-set sizes (val_tokens)"),
-                          ("mode", "validation sequence modes (data.mode packed/document)")):
+                          ("mode", "validation sequence modes (data.mode packed/document)"),
+                          ("target", "validation targets (val_target: what the objective's val_loss measures)")):
             mine, theirs = r.validation.get(key), ref.validation.get(key)
             if mine is not None and theirs is not None and mine != theirs:
                 raise CompareError(

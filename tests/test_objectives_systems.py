@@ -121,3 +121,14 @@ def test_a_family_without_the_wrapper_parts_is_refused_by_name():
     finally:
         unregister("no_blocks")
     assert torch.is_tensor(NoBlocksModel(tiny_config()).table.weight)
+
+
+def test_eval_compare_puts_mtp_beside_plain_runs_but_refuses_an_autoencoder(tmp_path_factory, tmp_path):
+    from eval.runs import CompareError, check_comparable, load_runs
+    plain = reference_run(tmp_path_factory, 1, 0)
+    corpus = prepped_corpus(tmp_path_factory)
+    for name, extra in (("mtp", SYSTEMS["mtp"]), ("ae", SYSTEMS["autoencoder"])):
+        assert main(run_args(corpus, tmp_path, name, "--train.steps", "2", "--checkpoint.every", "0", *extra)) == 0
+    check_comparable(load_runs([plain, tmp_path / "mtp"]))  # val_loss of both: next-token CE on one set
+    with pytest.raises(CompareError, match="validation targets"):
+        check_comparable(load_runs([plain, tmp_path / "ae"]))

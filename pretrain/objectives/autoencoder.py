@@ -35,6 +35,7 @@ class Autoencoder(Objective):
     name = "autoencoder"
     Options = EncoderDecoderOptions
     bottleneck = "last_token"
+    val_target = "input_tokens"  # recorded with val_loss: eval compare never mixes it with next-token losses
 
     def depths(self) -> tuple[int, int]:
         n_layers = self.cfg.model.n_layers
@@ -81,5 +82,5 @@ class Autoencoder(Objective):
 
     def metrics(self, sums: dict[str, float], val) -> dict[str, Any]:
         nats, targets = sums.get("nats", 0.0), int(sums.get("targets", 0))
-        return {"val_loss": nats / max(targets, 1), "val_tokens": targets,
+        return {"val_loss": nats / max(targets, 1), "val_tokens": targets, "val_target": self.val_target,
                 "val_bpb": bits_per_byte(nats, targets, getattr(val, "bytes_per_token", None))}

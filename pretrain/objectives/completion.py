@@ -21,6 +21,7 @@ from stackcore.config import ConfigError
 class Completion(Autoencoder):
     name = "completion"
     bottleneck = "first_half"
+    val_target = "second_half_tokens"
 
     def check(self) -> None:
         super().check()
