@@ -104,7 +104,12 @@ class Stream:
 
     # -- reading samples ---------------------------------------------------------------------------
     def _order(self) -> np.ndarray:
-        return np.random.default_rng([self.spec.seed, self.epoch]).permutation(len(self.spec.shards))
+        # once per epoch, not per shard opened: with 10,000 shards a permutation per open was most of the
+        # loader's time (quadratic in the shard count)
+        if getattr(self, "_order_epoch", None) != self.epoch:
+            self._order_cache = np.random.default_rng([self.spec.seed, self.epoch]).permutation(len(self.spec.shards))
+            self._order_epoch = self.epoch
+        return self._order_cache
 
     def _open(self) -> None:
         at = self._order()[self.cursor]
