@@ -6,7 +6,7 @@ systems at matched training FLOPs, each family at its best learning rate, 3 seed
 
 Protocol: per system and family, a learning-rate sweep at seed 0 (LRS); the best LR is the one with the
 lowest final validation loss; seeds 1 and 2 then run at that LR. Every run of a system trains to the same
-dense FLOP budget (BUDGET_STEPS mixer steps), so the Llama takes fewer steps. Each run's logged rows go
+dense FLOP budget (SPECS: a number of mixer steps), so the Llama takes fewer steps. Each run's logged rows go
 to docs/results/data/objectives/<system>-<family>-lr<lr>-s<seed>.jsonl (the raw curves); the report reads
 only those files and is deterministic. Data: TinyStories (the shared train-head sample) with a 4,096-token
 BPE trained on it (the paper's TinyStories vocabulary size), prepared once into --data.
@@ -29,11 +29,21 @@ from stackcore.errors import UserError, run_cli  # noqa: E402
 
 CURVES = REPO / "docs/results/data/objectives"
 REPORT = REPO / "docs/results/objectives.md"
+BASELINE = CURVES / "unigram_baseline.json"
 FAMILIES = ("mixer", "llama")
-SYSTEMS = ("autoencoder", "completion", "mtp", "bidirectional", "causal")  # causal: the reference pair
+# system -> (the configs it runs: configs/runs/<base>-<family>-tiny.toml, extra overrides, mixer steps of
+# its FLOP budget). causal is the reference pair; autoencoder_ctx16 a shorter sequence trained 4x longer.
+SPECS = {
+    "autoencoder": ("autoencoder", [], 200),
+    "autoencoder_ctx16": ("autoencoder", ["--model.n_ctx", "16", "--log.eval_every", "100"], 800),
+    "completion": ("completion", [], 200),
+    "mtp": ("mtp", [], 200),
+    "bidirectional": ("bidirectional", [], 200),
+    "causal": ("causal", [], 200),
+}
+SYSTEMS = tuple(SPECS)
 LRS = (1e-3, 3e-3, 1e-2)
 SEEDS = (0, 1, 2)
-BUDGET_STEPS = 200  # mixer steps at global batch 8 x n_ctx 64; the budget in FLOPs is the same per system
 SHAPE = ["--model.vocab_size", "4096", "--model.d_model", "64", "--model.n_layers", "2", "--model.n_ctx", "64"]
 TRAIN = ["--train.steps", "100000", "--train.warmup", "10", "--train.micro_batch", "8", "--train.global_batch", "8",
          "--train.schedule", "linear", "--data.val_tokens", "8192", "--data.shuffle_buffer", "64",
@@ -42,19 +52,21 @@ TRAIN = ["--train.steps", "100000", "--train.warmup", "10", "--train.micro_batch
 
 
 def config_of(system: str, family: str) -> Path:
-    name = "tiny-" + family if system == "causal" else f"{system}-{family}-tiny"
+    base = SPECS[system][0]
+    name = "tiny-" + family if base == "causal" else f"{base}-{family}-tiny"
     return REPO / "configs/runs" / f"{name}.toml"
 
 
 def budget_flops(system: str) -> float:
-    """BUDGET_STEPS steps of the mixer version: the FLOP budget both families of the system train to."""
+    """The system's budget of mixer steps, in FLOPs: what both families of the system train to."""
     from pretrain.config import RunConfig
     from pretrain.objectives import build_objective
     from stackcore.config import load_config
 
-    cfg = load_config(RunConfig, config_of(system, "mixer"), SHAPE + TRAIN)
+    _, extra, steps = SPECS[system]
+    cfg = load_config(RunConfig, config_of(system, "mixer"), SHAPE + TRAIN + extra)
     objective = build_objective(cfg)
-    return objective.flops_per_sample() * cfg.train.global_batch * BUDGET_STEPS
+    return objective.flops_per_sample() * cfg.train.global_batch * steps
 
 
 def prepare_data(data: Path) -> None:
@@ -71,6 +83,34 @@ def prepare_data(data: Path) -> None:
                          "--workers", "1", "--val-fraction", "0.05"], check=True, cwd=REPO)
 
 
+def split_tokens(data: Path, split: str) -> list[int]:
+    """Every token of one split of the prep, in manifest order."""
+    import numpy as np
+    from webdataset.tariterators import tarfile_samples
+    from data_prep.format import decode_sample, read_manifest, shard_paths
+
+    manifest = read_manifest(data)
+    out: list[int] = []
+    for path in shard_paths(data, manifest, split):
+        for sample in tarfile_samples([{"url": str(path)}]):
+            out.extend(np.asarray(decode_sample(sample, manifest["dtype"])[0]).tolist())
+    return out
+
+
+def write_unigram_baseline(data: Path) -> None:
+    """The CE of the best input-blind predictor (add-one-smoothed train unigram on the validation tokens):
+    a run at this loss has learned token frequencies only. The report reads it from BASELINE."""
+    if BASELINE.is_file():
+        return
+    import math
+    from collections import Counter
+    counts, vocab = Counter(split_tokens(data, "train")), 4096
+    total = sum(counts.values())
+    val = split_tokens(data, "val")[:8192]
+    ce = -sum(math.log((counts[t] + 1) / (total + vocab)) for t in val) / len(val)
+    atomic_write_text(BASELINE, json.dumps({"unigram_val_ce": round(ce, 4), "val_tokens": len(val)}) + "\n")
+
+
 def curve_path(system: str, family: str, lr: float, seed: int) -> Path:
     return CURVES / f"{system}-{family}-lr{lr:g}-s{seed}.jsonl"
 
@@ -84,7 +124,7 @@ def train_one(system: str, family: str, lr: float, seed: int, data: Path, runs: 
     args = [sys.executable, "-m", "pretrain.train", "--config", str(config_of(system, family)),
             "--data.path", str(data), "--run.dir", str(runs), "--run.name", name, "--run.seed", str(seed),
             "--train.lr", str(lr), "--train.budget_flops", repr(budget), "--checkpoint.resume", "none",
-            *SHAPE, *TRAIN]
+            *SHAPE, *TRAIN, *SPECS[system][1]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -112,7 +152,7 @@ def train_loss_end(rows: list[dict]) -> float:
 
 def load_curves() -> dict[tuple, list[dict]]:
     curves = {}
-    for path in sorted(CURVES.glob("*.jsonl")):
+    for path in sorted(CURVES.glob("*-s[0-9]*.jsonl")):
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         if rows:
             r = rows[0]
@@ -128,6 +168,7 @@ def best_lr(curves: dict, system: str, family: str) -> float | None:
 
 def run_sweep(data: Path, runs: Path, systems: list[str]) -> None:
     prepare_data(data)
+    write_unigram_baseline(data)
     for system in systems:
         budget = budget_flops(system)
         for family in FAMILIES:
@@ -151,7 +192,7 @@ def main() -> int:
     curves = load_curves()
     if not curves:
         raise UserError(f"no curves under {CURVES.relative_to(REPO)}: run the sweep first (without --report)")
-    write_report(curves, REPORT)
+    write_report(curves, REPORT, json.loads(BASELINE.read_text()) if BASELINE.is_file() else None)
     print(f"wrote {REPORT.relative_to(REPO)}")
     return 0
 
