@@ -128,9 +128,9 @@ def train_step(cfg: ModelConfig):
 def bench_train_step(lengths: list[int], rounds: int) -> None:
     from pretrain.models.flops import forward_flops_breakdown
 
-    print(f"3. mixer training step (d{D} x 2 layers, vocab 8000, batch {BATCH}, AdamW): dense vs blocked")
+    print(f"3. mixer training step (d{D} x 2 layers, vocab 2048, batch {BATCH}, AdamW): dense vs blocked")
     for n in lengths:
-        base = ModelConfig(family="mixer", d_model=D, n_layers=2, n_ctx=n, vocab_size=8000)
+        base = ModelConfig(family="mixer", d_model=D, n_layers=2, n_ctx=n, vocab_size=2048)
         cfgs = {impl: dataclasses.replace(base, mixing_impl=impl) for impl in ("dense", "blocked")}
         t = best_of({impl: train_step(cfg) for impl, cfg in cfgs.items()}, rounds)
         parts = forward_flops_breakdown(cfgs["dense"])
@@ -185,7 +185,7 @@ def main() -> None:
     bench_ops(lengths, rounds)
     bench_tiles([512, 1024] if args.quick else [512, 1024, 2048], [32, 64, 128, 256, 512], max(2, rounds - 2))
     bench_short([64, 128, 256], rounds)
-    bench_train_step([512] if args.quick else [512, 1024], max(2, rounds - 2))
+    bench_train_step([512] if args.quick else [512, 1024, 2048], max(2, rounds - 2))
     bench_toeplitz([64, 128, 256, 512] if args.quick else [32, 64, 128, 256, 512, 1024, 2048], rounds)
     bench_generation(256 if args.quick else 512, 64 if args.quick else 200)
 
