@@ -20,7 +20,7 @@ import torch
 from pretrain import checkpoint, distributed
 from pretrain.callbacks import Callback, Loop, StepOutput, default_callbacks, device_info
 from pretrain.config import RunConfig
-from pretrain.data import TrainLoader, check_manifest
+from pretrain.data import check_manifest
 from pretrain.engine import accumulation_steps, build_engine, current_lr, set_lr
 from pretrain.guard import NonFiniteGuard, NonFiniteLossError
 from pretrain.init import apply_init, init_options
@@ -93,7 +93,7 @@ def _setup(cfg: RunConfig, world, run_dir: Path, clock: Callable[[], float]) -> 
     flops_per_step = objective.flops_per_sample() * t.global_batch
     total = total_steps(t, tokens_per_step, flops_per_step)
     engine = build_engine(model, cfg, world.size, total)
-    loader = TrainLoader(cfg, world.rank, world.size)
+    loader = objective.train_loader(world.rank, world.size)
     torch.manual_seed(cfg.run.seed * 1000 + world.rank + 1)  # dropout differs per rank
     state = {"step": 0, "tokens": 0, "flops": 0.0, "wall_s": 0.0, "skipped": 0, "micro_batches": 0}
     if resume_from is not None:

@@ -62,6 +62,12 @@ class Objective:
         return self.cfg.model.n_ctx
 
     # -- training ------------------------------------------------------------------------------------
+    def train_loader(self, rank: int, world: int):
+        """The rank's micro-batch iterator. Another layout needs a loader with TrainLoader's checkpoint
+        interface (`local`, `states`, `consumed`, `state_dict()`), which exact resume relies on."""
+        from pretrain.data import TrainLoader
+        return TrainLoader(self.cfg, rank, world)
+
     def batch(self, raw: Any, device: torch.device) -> Any:
         """One micro-batch on `device`; raw is a tensor or a tuple of tensors from the loader or the
         validation set."""
