@@ -30,11 +30,11 @@ from typing import Callable, Iterator
 from data_prep.config import PrepConfig, parse_args_into
 from data_prep.format import atomic_write_json, token_dtype
 from data_prep.pair_format import LAYOUT, Pairs, read_pairs  # noqa: F401 (re-exported)
-from data_prep.readers import InputError, InputStats, JsonlReader, _Reader, read_documents
+from data_prep.readers import InputError, InputStats, JsonlReader, _Reader, input_kind, read_documents
 from data_prep.shards import SplitWriter
 from data_prep.tokenizer import eos_id
-from data_prep.tasks import PLAN_NAME, SPLITS, PrepError, _remove_leftovers, _tokenizer, marker_path, \
-    plan_from_config, read_plan
+from data_prep.tasks import PLAN_NAME, SPLITS, PrepError, _remove_leftovers, _tokenizer, expand_inputs, \
+    marker_path, plan_from_config, read_plan
 from stackcore.config import ConfigError
 
 QUERY_RULES = ("first-sentence", "lead")
@@ -169,6 +169,11 @@ def unit_pairs(unit: dict, stats: InputStats, opts: dict, spec: dict) -> Iterato
 def plan_pairs(cfg: PairsConfig) -> dict:
     """plan.json of `tokenize` plus the `pairs` section; a resumed plan must have the same specs."""
     spec = pair_spec(cfg.query, cfg.passage)
+    if spec["query"].startswith(FIELD_PREFIX):  # refuse before a plan exists, not in the first task
+        for path in expand_inputs(cfg.input):
+            if input_kind(path) not in ("jsonl", "parquet"):
+                raise InputError(f"{path}: {input_kind(path)} input has no fields; field:NAME specs need JSONL "
+                                 "or Parquet, use --query first-sentence or lead (with --passage rest)")
     plan = plan_from_config(cfg)
     if plan.get("pairs") == spec:
         return plan
