@@ -101,9 +101,18 @@ def freeze(model: torch.nn.Module, opts: InitOptions) -> list[str]:
     return frozen
 
 
-def apply_init(model: torch.nn.Module, cfg, load_weights_now: bool = True) -> dict[str, Any]:
+def apply_init(model: torch.nn.Module, cfg, load_weights_now: bool = True,
+               targets: list[torch.nn.Module] | None = None) -> dict[str, Any]:
     """Applies [init] to a freshly built model, before the engine wraps it (the optimizer then leaves
-    frozen parameters out). Returns {source, frozen} for the record."""
+    frozen parameters out): the source weights go into each of `targets` (default: the model itself; a
+    wrapper objective names its causal-LM parts, see Objective.init_targets), which are frozen alike.
+    Returns {source, frozen} for the record."""
     opts = init_options(cfg)
-    where = load_weights(model, opts.source, cfg.model) if opts.source and load_weights_now else None
-    return {"source": where, "frozen": freeze(model, opts)}
+    targets = [model] if targets is None else targets
+    where = None
+    if opts.source and load_weights_now:
+        for target in targets:
+            where = load_weights(target, opts.source, cfg.model)
+    for target in targets:
+        freeze(target, opts)
+    return {"source": where, "frozen": [n for n, p in model.named_parameters() if not p.requires_grad]}

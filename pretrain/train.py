@@ -88,7 +88,8 @@ def _setup(cfg: RunConfig, world, run_dir: Path, clock: Callable[[], float]) -> 
     torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
     model = objective.build_model()
     resume_from = checkpoint.resolve(run_dir / rundir.CHECKPOINTS, cfg.checkpoint.resume)
-    apply_init(model, cfg, load_weights_now=resume_from is None)  # [init]: weights of another run, frozen parts
+    # [init]: another run's weights (not when resuming: the checkpoint has them), frozen parts
+    apply_init(model, cfg, resume_from is None, objective.init_targets(model))
     tokens_per_step = t.global_batch * objective.tokens_per_sample()
     flops_per_step = objective.flops_per_sample() * t.global_batch
     total = total_steps(t, tokens_per_step, flops_per_step)

@@ -51,6 +51,11 @@ class Objective:
         from pretrain.models import build_model
         return build_model(self.cfg.model)
 
+    def init_targets(self, model: torch.nn.Module) -> list[torch.nn.Module]:
+        """The causal-LM modules `--init.from` loads a pretrained run into and `init.freeze_*` freezes
+        (each needs `embedding` and `blocks`); a wrapper returns its parts, e.g. [encoder, decoder]."""
+        return [model]
+
     def flops_per_sample(self, model_cfg=None) -> float:
         """Training (forward + backward) FLOPs of one sample; the trainer's FLOP axis and MFU use it."""
         from pretrain.models.flops import training_flops_per_token
