@@ -67,6 +67,10 @@ def run_scores(run: str, pairs, n_queries: int, pooling: str, batch: int, device
     from eval.loss import load_checkpoint
     from pretrain.models.sequence_embedding import embed_texts
 
+    config = Path(run) / "config.toml"
+    if config.is_file() and _objective_of(config) == "retrieval":
+        raise RetrievalError(f"{run}: a direct-embedding retrieval run (objective retrieval) scores its own "
+                             "candidate groups (val_loss/val_top1 in its metrics.jsonl); pass its embedder run here")
     model, cfg = load_checkpoint(run)
     if cfg.model.vocab_size < pairs.manifest["vocab_size"]:
         raise RetrievalError(f"{run}: vocabulary {cfg.model.vocab_size} < the pairs' {pairs.manifest['vocab_size']}"
@@ -79,6 +83,12 @@ def run_scores(run: str, pairs, n_queries: int, pooling: str, batch: int, device
     objective = table.get("name", "next_token") if isinstance(table, dict) else getattr(table, "name", "next_token")
     method = "embedding" if objective == "next_token" else objective
     return Method(method, Path(run).name, (queries @ passages.T).numpy())
+
+
+def _objective_of(config: Path) -> str:
+    from stackcore import rundir
+
+    return str(rundir.read_config(config.parent).get("objective", {}).get("name", "next_token"))
 
 
 def score_rows(methods: list[Method], candidates: list[int], pool: int, n_queries: int, seed: int) -> list[dict]:

@@ -67,6 +67,10 @@ def test_prep_pretrain_finetune_eval(pipeline):
     assert methods == {("random", "-"), ("bm25", "-"), ("embedding", "pre"), ("contrastive", "ft")}
     assert all(r["candidates"] in ("4", "16") and int(r["n_queries"]) == int(rows[0]["n_queries"]) for r in rows)
     assert "contrastive | ft" in (out / "report.md").read_text()
+    refused = subprocess.run([PY, "-m", "eval", "retrieval", "--run", str(runs / "direct"), "--pairs",
+                              str(pipeline["pairs"]), "--out", str(out / "direct")], cwd=REPO_ROOT, env=child_env(),
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "pass its embedder run" in refused.stderr
 
 
 def test_fine_tuning_starts_from_the_pretrained_weights(pipeline):
