@@ -16,6 +16,8 @@ import math
 import os
 import shutil
 import sys
+import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,9 +241,17 @@ def print_plan(proto: Protocol) -> list[PlannedRun]:
     return runs
 
 
-def run_all(proto: Protocol) -> int:
+def in_shard(name: str, shard: tuple[int, int]) -> bool:
+    """Whether run `name` belongs to worker k of n (a stable hash: every worker agrees without talking)."""
+    k, n = shard
+    return zlib.crc32(name.encode()) % n == k
+
+
+def run_all(proto: Protocol, shard: tuple[int, int] = (0, 1), wait_s: float = 30.0) -> int:
     """Trains every planned run that has not finished, one child process each, re-planning after each
-    run (extensions and seed runs depend on finished results); resumable (finished runs are skipped)."""
+    run (extensions and seed runs depend on finished results); resumable (finished runs are skipped).
+    With shard (k, n), n workers share the plan: this one trains the runs its hash picks and waits while
+    only other workers' runs are left (seed runs appear only when a whole sweep has finished)."""
     from eval.launch import prep_corpus, run_module
     p = proto.protocol
     out = Path(p.runs_dir)
@@ -251,7 +261,11 @@ def run_all(proto: Protocol) -> int:
         todo = [r for r in plan_runs(proto) if final_val_loss(out / r.name) is None]
         if not todo:
             break
-        r = todo[0]
+        mine = [r for r in todo if in_shard(r.name, shard)]
+        if not mine:
+            time.sleep(wait_s)  # another worker's runs decide what comes next
+            continue
+        r = mine[0]
         print(f"[{p.name}] {len(todo)} runs left; {r.name}", flush=True)
         shutil.rmtree(out / r.name, ignore_errors=True)  # from scratch: a stale partial run would mix in
         try:
@@ -339,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="", help="export: the CSV (default: protocol.data); "
                         "grid: the sweep TOML (default: runs/protocol/NAME.grid.toml)")
     parser.add_argument("--dry-run", action="store_true", help="run: print the plan and exit")
+    parser.add_argument("--shard", default="0/1", help="run: worker K of N sharing the plan (K/N), e.g. "
+                        "two processes with 0/2 and 1/2")
     args = parser.parse_args(argv)
 
     def go() -> int:
@@ -347,7 +363,10 @@ def main(argv: list[str] | None = None) -> int:
             print_plan(proto)
             return 0
         if args.command == "run":
-            return run_all(proto)
+            k, _, n = args.shard.partition("/")
+            if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
+                raise ConfigError(f"--shard {args.shard!r}: expected K/N with 0 <= K < N, e.g. 1/2")
+            return run_all(proto, (int(k), int(n)))
         if args.command == "grid":
             out = write_grid(proto, Path(args.out or f"runs/protocol/{proto.protocol.name}.grid.toml"))
             print(f"wrote {out}: submit with `python -m slurm sweep --grid {out}`; re-run `grid` after it finished")
