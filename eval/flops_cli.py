@@ -1,5 +1,5 @@
 """`python -m eval flops --config FILE [--n-ctx T] [--model.key value ...]`: parameters, training
-FLOPs per token (dense, the MFU/eval axis, and the causal "useful" half), FLOPs per optimizer step
+FLOPs per token (as executed, the MFU/eval axis, and the causal "useful" half), FLOPs per optimizer step
 and the memory estimate of a model or run config. All numbers come from pretrain.models.flops."""
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.config}: {m.family} d{m.d_model} x{m.n_layers} heads {m.heads}, vocab {m.vocab_size}, "
           f"n_ctx {rep['n_ctx']}")
     print(f"  params              {rep['params_total']:>14,} total, {rep['params_non_embedding']:,} non-embedding")
-    print(f"  train FLOPs/token   {_human(rep['train_flops_per_token'], 'FLOP'):>14} dense (MFU axis); "
+    print(f"  train FLOPs/token   {_human(rep['train_flops_per_token'], 'FLOP'):>14} executed (MFU axis); "
           f"{_human(rep['train_flops_per_token_useful'], 'FLOP')} causal-useful")
     parts = rep["train_flops_per_token_by_part"]
     print("  by part             " + ", ".join(
