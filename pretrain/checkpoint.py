@@ -138,13 +138,35 @@ def _load_engine(engine, path: Path, tag: str, universal: bool):
     # after its engine exists; so the flag is on for this one load, not in the config the engine got.
     config = engine._config
     before = config.load_universal_checkpoint
+    per_group = _per_group_settings(engine.optimizer.param_groups)
     config.load_universal_checkpoint = universal
     try:
         loaded, _ = engine.load_checkpoint(str(path), tag=tag, load_module_strict=True,
                                            load_optimizer_states=True, load_lr_scheduler_states=True)
     finally:
         config.load_universal_checkpoint = before
+    if universal:
+        _repair_universal_optimizer(engine, per_group)
     return loaded
+
+
+def _repair_universal_optimizer(engine, per_group: list[dict[str, Any]]) -> None:
+    """Undo two slips of DeepSpeed's ZeRO-3 universal load (0.19.8), measured on the tiny test run one
+    step after the resume: it gives every group the *same* `step` tensor, which AdamW increments in place
+    once per group (wrong bias correction from then on; loss off by 5e-5), and it copies group 0's
+    hyperparameters into every group (norms and biases, weight_decay 0, start decaying; 3e-6)."""
+    for group, settings in zip(engine.optimizer.param_groups, per_group):
+        group.update(settings)
+    inner = getattr(engine.optimizer, "optimizer", engine.optimizer)  # the torch optimizer under ZeRO
+    for state in inner.state.values():
+        if torch.is_tensor(state.get("step")):
+            state["step"] = state["step"].clone()
+
+
+def _per_group_settings(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per optimizer group, the hyperparameters whose values differ between groups (weight_decay here)."""
+    keys = [k for k in groups[0] if k != "params" and any(g.get(k) != groups[0][k] for g in groups)]
+    return [{k: g[k] for k in keys if k in g} for g in groups]
 
 
 def ensure_universal(path: Path, world) -> str:

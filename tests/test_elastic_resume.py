@@ -1,22 +1,26 @@
-"""ZeRO-2 checkpoints resume at another world size through DeepSpeed's universal checkpoint: saved by 2
+"""ZeRO-2/3 checkpoints resume at another world size through DeepSpeed's universal checkpoint: saved by 2
 ranks, resumed by 1 (and back), with the same data.streams the resumed steps see the same global
-batches, so their losses continue the uninterrupted run's (fp32, CPU; only the reduction order differs).
-Real runs: torchrun for 2 ranks, DeepSpeed's own ds_to_universal for the conversion."""
+batches, so their losses continue the uninterrupted run's (fp32, CPU). Real runs: torchrun for 2 ranks,
+DeepSpeed's own ds_to_universal for the conversion."""
 from __future__ import annotations
 
 import shutil
 import subprocess
 
+import pytest
+
 from pretrain.checkpoint import UNIVERSAL_TAG
 from train_fixtures import REPO_ROOT, child_env, losses, prepped_corpus, reference_run, run_args, torchrun
 
-TOLERANCE = 1e-4
+# the issue asks for 1e-4; the tiny runs agree far closer (measured: 0.0), and 1e-5 (as 1 vs 2 ranks in
+# test_train_distributed) still catches the 5e-5 drift of DeepSpeed's shared ZeRO-3 `step` tensor
+TOLERANCE = 1e-5
 RESUMED_STEPS = (5, 6)
 
 
-def resume_args(tmp_path_factory, root, step: int) -> list[str]:
+def resume_args(tmp_path_factory, root, step: int, zero: int = 2) -> list[str]:
     ckpt = root / "ref" / "checkpoints" / f"step{step:08d}"
-    return run_args(prepped_corpus(tmp_path_factory), root, "ref", "--deepspeed.zero_stage", "2",
+    return run_args(prepped_corpus(tmp_path_factory), root, "ref", "--deepspeed.zero_stage", str(zero),
                     "--train.steps", "6", "--checkpoint.every", "2", "--checkpoint.keep", "5",
                     "--checkpoint.resume", str(ckpt))
 
@@ -26,11 +30,12 @@ def assert_continues(resumed: dict[int, float], uninterrupted: dict[int, float])
     assert max(gaps.values()) < TOLERANCE, f"resumed losses differ from the uninterrupted run: {gaps}"
 
 
-def test_zero2_two_ranks_resume_on_one(tmp_path_factory, tmp_path):
+@pytest.mark.parametrize("zero", [2, 3])
+def test_two_ranks_resume_on_one(tmp_path_factory, tmp_path, zero):
     from pretrain.train import main
-    two = reference_run(tmp_path_factory, 2, 2)
+    two = reference_run(tmp_path_factory, 2, zero)
     shutil.copytree(two, tmp_path / "ref")
-    args = resume_args(tmp_path_factory, tmp_path, 4)
+    args = resume_args(tmp_path_factory, tmp_path, 4, zero)
     assert main(args) == 0
     assert_continues(losses(tmp_path / "ref"), losses(two))
     universal = tmp_path / "ref" / "checkpoints" / "step00000004" / UNIVERSAL_TAG
