@@ -182,3 +182,21 @@ def test_blocked_products_count_the_pieces_the_kernel_runs():
     for t in (512, 1024, 2048):  # tiles divide T: T(T+sub)/2
         assert blocked_products(t) == t * (t + sub_tile_size(tile_size(t))) // 2
     assert blocked_products(100) >= 100 * 101 // 2
+
+
+@pytest.mark.parametrize("cls,impl", [(MaskedMatrix, "blocked"), (ToeplitzMatrix, "blocked"), (ToeplitzMatrix, "fft")])
+def test_bf16_autocast_runs_causally_and_close_to_fp32(cls, impl):
+    torch.manual_seed(0)
+    m = cls(n_ctx=40, groups=2, impl=impl)
+    x = torch.randn(2, 2, 40, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+        changed = x.clone()
+        changed[:, :, 21:] += 1.0
+        y_changed = m(changed)
+    past, past_changed = y[:, :, :21].float(), y_changed[:, :, :21].float()
+    if impl == "fft":  # causal to rounding only (the transform mixes positions), then rounded to bf16
+        assert (past - past_changed).abs().max() <= 1e-2 * y.float().abs().max()
+    else:
+        assert torch.equal(past, past_changed)
+    assert _rel_err(y.float(), m(x)) < 2e-2
