@@ -53,13 +53,12 @@ def split_as_val(manifest: dict[str, Any], split: str) -> dict[str, Any]:
     return dict(manifest, shards=shards, totals=totals)
 
 
-def evaluate(model, cfg, val, batch: int = 16, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """The run objective's metrics on `val` through `Objective.evaluate`, the function the trainer's
-    validation calls: one definition of val_loss and val_bpb (over the tokens actually evaluated)."""
-    from pretrain.objectives import build_objective
+def evaluate(model, objective, val, batch: int = 16, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """The run objective's metrics on `val` (from that objective's `validation_set`) through
+    `Objective.evaluate`, the function the trainer's validation calls: one definition of val_loss and
+    val_bpb (over the bytes of the tokens actually evaluated)."""
     model.eval().to(device)
-    metrics = build_objective(cfg).evaluate(model, val, world=None, micro_batch=batch, device=device,
-                                            progress=progress)
+    metrics = objective.evaluate(model, val, world=None, micro_batch=batch, device=device, progress=progress)
     if metrics.get("val_tokens") == 0:
         raise ValueError("no target tokens to evaluate (all labels ignored)")
     return metrics
@@ -73,17 +72,18 @@ def checkpoint_loss(checkpoint: str | Path, data: str | Path, split: str = "val"
     data_cfg = dataclasses.replace(cfg.data, path=str(data), val_tokens=tokens or cfg.data.val_tokens)
     cfg = dataclasses.replace(cfg, data=data_cfg)
     manifest = split_as_val(check_manifest(data, cfg.model, cfg.data), split)
-    val = build_objective(cfg).validation_set(manifest)
+    objective = build_objective(cfg)
+    val = objective.validation_set(manifest)
     if val is None:
         raise FormatError(f"{Path(data) / 'manifest.json'}: split {split!r} holds no sequence of "
                           f"n_ctx={cfg.model.n_ctx}; prep more text or use another split")
     start = time.perf_counter()
-    metrics = evaluate(model, cfg, val, batch=batch, device=device, progress=progress)
+    metrics = evaluate(model, objective, val, batch=batch, device=device, progress=progress)
     result = {"loss": metrics.get("val_loss"), "tokens": metrics.get("val_tokens"), "bpb": metrics.get("val_bpb"),
               "metrics": metrics}
     result.update(bytes_per_token=getattr(val, "bytes_per_token", None), sequences=int(len(val)), split=split,
                   checkpoint=str(checkpoint), data=str(data), n_ctx=cfg.model.n_ctx, family=cfg.model.family,
-                  objective=build_objective(cfg).name, fingerprint=manifest.get("fingerprint"),
+                  objective=objective.name, fingerprint=manifest.get("fingerprint"),
                   wall_s=time.perf_counter() - start)
     return result
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result['checkpoint']} on {result['data']} [{result['split']}]: loss {result['loss']:.4f} nats/token, "
           f"{bpb} bits/byte over {result['tokens']} tokens ({result['sequences']} sequences of {result['n_ctx']}) "
           f"in {result['wall_s']:.1f} s")
-    others = {k: v for k, v in result["metrics"].items() if k not in ("val_loss", "val_bpb", "val_tokens")}
+    others = {k: v for k, v in result["metrics"].items() if k not in ("val_loss", "val_bpb", "val_tokens", "val_bytes")}
     if others:
         print(f"other metrics of objective {result['objective']}: {others}")
     if args.json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,12 +22,35 @@ class ValidationSet:
     bytes per token; indexing and slicing act on the sequences (what `Objective.evaluate` splits)."""
     sequences: torch.Tensor
     bytes_per_token: float | None
+    token_bytes: torch.Tensor | None = None  # [vocab] UTF-8 bytes per token id (token_byte_lengths)
 
     def __len__(self) -> int:
         return len(self.sequences)
 
     def __getitem__(self, index):
         return self.sequences[index]
+
+
+def token_byte_lengths(manifest: dict[str, Any], vocab_size: int) -> torch.Tensor | None:
+    """UTF-8 bytes of every token id (special tokens: 0) of the manifest's tokenizer, so bits per byte
+    count the bytes of exactly the tokens evaluated. None when the tokenizer file is not found locally or
+    its ranks are not the manifest's: bpb then falls back to the split's mean bytes per token."""
+    from data_prep.tokenizer import TokenizerError, load_tokenizer_file, ranks_sha256, tokenizer_dirs
+
+    spec, name = manifest.get("tokenizer_spec") or "", manifest.get("tokenizer") or ""
+    candidates = [Path(spec)] if spec.endswith(".tiktoken") else []
+    candidates += [folder / f"{name}.tiktoken" for folder in tokenizer_dirs()] if name else []
+    for path in candidates:  # local files only: no tokenizer download during a run
+        try:
+            enc = load_tokenizer_file(path) if path.is_file() else None
+        except (TokenizerError, OSError):
+            continue
+        if enc is not None and ranks_sha256(enc) == manifest.get("ranks_sha256"):
+            lengths = torch.zeros(max(vocab_size, enc.n_vocab), dtype=torch.int64)
+            for token, rank in enc._mergeable_ranks.items():
+                lengths[rank] = len(token)
+            return lengths
+    return None
 
 
 def validation_set(cfg, manifest: dict[str, Any]) -> tuple[torch.Tensor, float | None] | None:

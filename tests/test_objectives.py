@@ -43,7 +43,7 @@ class FirstHalf(NextToken):
         return sums
 
     def sum_keys(self):
-        return ["nats", "targets", "all_targets"]
+        return super().sum_keys() + ["all_targets"]
 
     def metrics(self, sums, val):
         return {**super().metrics(sums, val), "val_kept_share": sums["targets"] / sums["all_targets"]}
@@ -105,3 +105,28 @@ def test_eval_loss_reproduces_the_logged_validation_exactly(tmp_path_factory):
     last = [r for r in read_metrics(run_dir) if r.get("val_loss") is not None][-1]
     got = checkpoint_loss(run_dir, prepped_corpus(tmp_path_factory), batch=2, progress=False)  # micro_batch 2
     assert (got["loss"], got["bpb"], got["tokens"]) == (last["val_loss"], last["val_bpb"], last["val_tokens"])
+
+
+def test_bits_per_byte_count_the_bytes_of_the_evaluated_tokens(tmp_path_factory):
+    """Token byte lengths from the manifest's tokenizer add up to the split's UTF-8 bytes (EOS counts 0),
+    and a logged val_bpb is the summed nats over the bytes of exactly the targets evaluated."""
+    import math
+
+    import numpy as np
+    from webdataset.tariterators import tarfile_samples
+
+    from data_prep.format import decode_sample, read_manifest, shard_paths
+    from pretrain.validation import token_byte_lengths
+    from train_fixtures import reference_run
+    corpus = prepped_corpus(tmp_path_factory)
+    manifest = read_manifest(corpus)
+    lengths = token_byte_lengths(manifest, 50257)
+    total = 0
+    for path in shard_paths(corpus, manifest, "val"):
+        for sample in tarfile_samples([{"url": str(path)}]):
+            tokens, _ = decode_sample(sample, manifest["dtype"])
+            total += int(lengths[torch.as_tensor(tokens.astype(np.int64))].sum())
+    assert total == manifest["totals"]["splits"]["val"]["utf8_bytes"] and int(lengths[manifest["eos_id"]]) == 0
+    row = [r for r in read_metrics(reference_run(tmp_path_factory, 1, 0)) if r.get("val_loss") is not None][-1]
+    assert 0 < row["val_bytes"] and row["val_tokens"] < 1024  # data.val_tokens = 1024
+    assert row["val_bpb"] == pytest.approx(row["val_loss"] * row["val_tokens"] / math.log(2) / row["val_bytes"])

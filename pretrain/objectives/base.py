@@ -140,12 +140,12 @@ class Objective:
         raise NotImplementedError
 
 
-def bits_per_byte(nats: float, n_tokens: int, bytes_per_token: float | None) -> float | None:
-    """Bits per UTF-8 byte of `n_tokens` evaluated tokens whose summed loss is `nats`: the one place bpb is
-    computed (training validation and `eval loss`). None when the manifest records no byte counts."""
-    if not bytes_per_token or not n_tokens:
+def bits_per_byte(nats: float, n_bytes: float | None) -> float | None:
+    """Bits per UTF-8 byte of evaluated targets whose summed loss is `nats` and whose text is `n_bytes`
+    long: the one place bpb is computed (training validation and `eval loss`). None without byte counts."""
+    if not n_bytes:
         return None
-    return nats / math.log(2) / (n_tokens * bytes_per_token)
+    return nats / math.log(2) / n_bytes
 
 
 def _model_device(model) -> torch.device:

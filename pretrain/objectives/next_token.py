@@ -43,16 +43,31 @@ class NextToken(Objective):
         # the target count stays a tensor: reading it here would cost a host sync per micro-step
         return cross_entropy(logits, labels), (labels != IGNORE_INDEX).sum()
 
+    token_bytes: torch.Tensor | None = None  # [vocab] UTF-8 bytes per id, set with the validation set
+
+    def validation_set(self, manifest: dict[str, Any]):
+        from pretrain.validation import token_byte_lengths
+        val = super().validation_set(manifest)
+        if val is not None:
+            self.token_bytes = val.token_bytes = token_byte_lengths(manifest, self.cfg.model.vocab_size)
+        return val
+
     def eval_sums(self, model, batch) -> dict[str, float]:
         inputs, labels = split_pairs(batch)
         logits = model(inputs).logits
-        return {"nats": cross_entropy(logits, labels, reduction="sum").item(),
-                "targets": int((labels != IGNORE_INDEX).sum())}
+        kept = labels != IGNORE_INDEX
+        sums = {"nats": cross_entropy(logits, labels, reduction="sum").item(), "targets": int(kept.sum())}
+        if self.token_bytes is not None:  # the UTF-8 bytes of exactly these targets
+            if self.token_bytes.device != labels.device:
+                self.token_bytes = self.token_bytes.to(labels.device)
+            sums["bytes"] = int(self.token_bytes[labels[kept]].sum())
+        return sums
 
     def sum_keys(self) -> list[str]:
-        return ["nats", "targets"]
+        return ["nats", "targets", "bytes"]
 
     def metrics(self, sums: dict[str, float], val) -> dict[str, Any]:
         nats, targets = sums.get("nats", 0.0), int(sums.get("targets", 0))
+        n_bytes = sums.get("bytes") or targets * (getattr(val, "bytes_per_token", None) or 0.0)
         return {"val_loss": nats / max(targets, 1), "val_tokens": targets,
-                "val_bpb": bits_per_byte(nats, targets, getattr(val, "bytes_per_token", None))}
+                "val_bytes": int(n_bytes) if sums.get("bytes") else None, "val_bpb": bits_per_byte(nats, n_bytes)}
