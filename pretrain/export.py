@@ -45,15 +45,19 @@ def consolidated_state_dict(ckpt: Path, zero_stage: int) -> dict[str, torch.Tens
     return get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=DS_TAG)
 
 
+def _objective_model(cfg) -> torch.nn.Module:
+    """The model the run trained: its objective's (an autoencoder's encoder-decoder, MTP heads, ...)."""
+    from pretrain.objectives import build_objective
+    return build_objective(cfg).build_model()
+
+
 def export(src: str | Path, out_dir: str | Path) -> Path:
     from safetensors.torch import save_model
-
-    from pretrain.models import build_model
 
     run_dir, ckpt = _locate(Path(src))
     cfg = load_config(RunConfig, run_dir / rundir.CONFIG)
     state = consolidated_state_dict(ckpt, cfg.deepspeed.zero_stage)
-    model = build_model(cfg.model)
+    model = _objective_model(cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if cfg.model.tie_embeddings else set()
     if set(missing) - tied or unexpected:
@@ -73,15 +77,13 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, RunConfig]:
     """(model in eval mode, its RunConfig) from an export directory; safetensors only, no pickle."""
     from safetensors.torch import load_model as load_weights
 
-    from pretrain.models import build_model
-
     path = Path(path)
     weights, config = path / WEIGHTS, path / rundir.CONFIG
     if not weights.is_file() or not config.is_file():
         raise FileNotFoundError(f"{path}: not an export (needs {WEIGHTS} and {rundir.CONFIG}); make one with "
                                 "`python -m pretrain.export RUN_DIR OUT_DIR`")
     cfg = load_config(RunConfig, config)
-    model = build_model(cfg.model)
+    model = _objective_model(cfg)
     load_weights(model, str(weights), strict=True)
     return model.eval(), cfg
 

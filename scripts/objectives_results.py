@@ -4,8 +4,9 @@ systems at matched training FLOPs, each family at its best learning rate, 3 seed
     .venv/bin/python scripts/objectives_results.py            # runs what is missing, then --report
     .venv/bin/python scripts/objectives_results.py --report   # the table from the committed curves alone
 
-Protocol: per system and family, a learning-rate sweep at seed 0 (LRS); the best LR is the one with the
-lowest final validation loss; seeds 1 and 2 then run at that LR. Every run of a system trains to the same
+Protocol: per system and family, a learning-rate sweep at seed 0 (LRS, extended once by a factor 3 when the
+best is at an edge); the best LR is the one with the lowest final validation loss; seeds 1 and 2 then run
+at that LR. Every run of a system trains to the same
 dense FLOP budget (SPECS: a number of mixer steps), so the Llama takes fewer steps. Each run's logged rows go
 to docs/results/data/objectives/<system>-<family>-lr<lr>-s<seed>.jsonl (the raw curves); the report reads
 only those files and is deterministic. Data: TinyStories (the shared train-head sample) with a 4,096-token
@@ -175,6 +176,10 @@ def run_sweep(data: Path, runs: Path, systems: list[str]) -> None:
             for lr in LRS:
                 train_one(system, family, lr, 0, data, runs, budget)
             lr = best_lr(load_curves(), system, family)
+            if lr in (LRS[0], LRS[-1]):  # best at an edge: one more LR beyond it, a factor 3 away
+                beyond = float(f"{lr * 3 if lr == LRS[-1] else lr / 3:.1g}")  # 3e-2 or 3e-4
+                train_one(system, family, beyond, 0, data, runs, budget)
+                lr = best_lr(load_curves(), system, family)
             for seed in SEEDS[1:]:
                 train_one(system, family, lr, seed, data, runs, budget)
 

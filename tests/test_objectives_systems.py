@@ -123,7 +123,7 @@ def test_a_family_without_the_wrapper_parts_is_refused_by_name():
     assert torch.is_tensor(NoBlocksModel(tiny_config()).table.weight)
 
 
-def test_eval_compare_puts_mtp_beside_plain_runs_but_refuses_an_autoencoder(tmp_path_factory, tmp_path):
+def test_eval_compare_and_eval_loss_on_the_systems(tmp_path_factory, tmp_path):
     from eval.runs import CompareError, check_comparable, load_runs
     plain = reference_run(tmp_path_factory, 1, 0)
     corpus = prepped_corpus(tmp_path_factory)
@@ -132,3 +132,7 @@ def test_eval_compare_puts_mtp_beside_plain_runs_but_refuses_an_autoencoder(tmp_
     check_comparable(load_runs([plain, tmp_path / "mtp"]))  # val_loss of both: next-token CE on one set
     with pytest.raises(CompareError, match="validation targets"):
         check_comparable(load_runs([plain, tmp_path / "ae"]))
+    # the export / `eval loss` path rebuilds the objective's model (the encoder-decoder), not a plain LM
+    from eval.loss import checkpoint_loss
+    final = [r for r in read_metrics(tmp_path / "ae") if "val_loss" in r][-1]["val_loss"]
+    assert checkpoint_loss(tmp_path / "ae", corpus, progress=False)["loss"] == pytest.approx(final, rel=1e-5)

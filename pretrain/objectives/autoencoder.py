@@ -19,8 +19,7 @@ from typing import Any
 import torch
 
 from pretrain.objectives import register
-from pretrain.objectives.base import Objective, bits_per_byte
-from pretrain.objectives.next_token import IGNORE_INDEX, cross_entropy, split_pairs
+from pretrain.objectives.next_token import NextToken, split_pairs
 from stackcore.config import ConfigError
 
 
@@ -31,7 +30,10 @@ class EncoderDecoderOptions:
 
 
 @register
-class Autoencoder(Objective):
+class Autoencoder(NextToken):
+    """Next-token's loss and validation (cross-entropy against pre-aligned labels, bits per byte of the
+    targets) on batches whose labels are this objective's targets: `batch` swaps them in."""
+
     name = "autoencoder"
     Options = EncoderDecoderOptions
     bottleneck = "last_token"
@@ -66,21 +68,9 @@ class Autoencoder(Objective):
         from pretrain.models.encoder_decoder import autoencoder_labels
         return autoencoder_labels(inputs, next_labels)
 
-    def loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, next_labels = split_pairs(batch)
-        labels = self.targets(inputs, next_labels)
-        return cross_entropy(model(inputs).logits, labels), (labels != IGNORE_INDEX).sum()
-
-    def eval_sums(self, model, batch) -> dict[str, float]:
-        inputs, next_labels = split_pairs(batch)
-        labels = self.targets(inputs, next_labels)
-        return {"nats": cross_entropy(model(inputs).logits, labels, reduction="sum").item(),
-                "targets": int((labels != IGNORE_INDEX).sum())}
-
-    def sum_keys(self) -> list[str]:
-        return ["nats", "targets"]
+    def batch(self, raw: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, next_labels = split_pairs(super().batch(raw, device))
+        return inputs, self.targets(inputs, next_labels)
 
     def metrics(self, sums: dict[str, float], val) -> dict[str, Any]:
-        nats, targets = sums.get("nats", 0.0), int(sums.get("targets", 0))
-        return {"val_loss": nats / max(targets, 1), "val_tokens": targets, "val_target": self.val_target,
-                "val_bpb": bits_per_byte(nats, targets, getattr(val, "bytes_per_token", None))}
+        return {**super().metrics(sums, val), "val_target": self.val_target}

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 
 from pretrain.objectives import register
-from pretrain.objectives.base import Objective, bits_per_byte
-from pretrain.objectives.next_token import IGNORE_INDEX, cross_entropy, split_pairs
+from pretrain.objectives.next_token import IGNORE_INDEX, NextToken, split_pairs
 from stackcore.config import ConfigError
 
 
@@ -28,7 +27,9 @@ class MtpOptions:
 
 
 @register
-class MultiTokenPrediction(Objective):
+class MultiTokenPrediction(NextToken):
+    """Validation is next-token's on head 0 (the model's `logits`), plus each extra head's loss."""
+
     name = "mtp"
     Options = MtpOptions
 
@@ -58,27 +59,21 @@ class MultiTokenPrediction(Objective):
 
     def eval_sums(self, model, batch) -> dict[str, float]:
         from pretrain.models.multi_token import shifted_labels
+        sums = super().eval_sums(model, batch)  # head 0: the next-token loss and bytes
         inputs, labels = split_pairs(batch)
         out = model(inputs, labels=labels)
-        sums = {"nats": cross_entropy(out.logits, labels, reduction="sum").item(),
-                "targets": int((labels != IGNORE_INDEX).sum())}
         for i in range(1, self.options.predict):
-            shifted = shifted_labels(labels, i)
-            count = int((shifted != IGNORE_INDEX).sum())
+            count = int((shifted_labels(labels, i) != IGNORE_INDEX).sum())
             sums[f"head{i}_nats"] = out.head_losses[i].item() * count
             sums[f"head{i}_targets"] = count
         return sums
 
     def sum_keys(self) -> list[str]:
-        keys = ["nats", "targets"]
-        for i in range(1, self.options.predict):
-            keys += [f"head{i}_nats", f"head{i}_targets"]
-        return keys
+        return super().sum_keys() + [f"head{i}_{part}" for i in range(1, self.options.predict)
+                                     for part in ("nats", "targets")]
 
     def metrics(self, sums: dict[str, float], val) -> dict[str, Any]:
-        nats, targets = sums.get("nats", 0.0), int(sums.get("targets", 0))
-        out = {"val_loss": nats / max(targets, 1), "val_tokens": targets,
-               "val_bpb": bits_per_byte(nats, targets, getattr(val, "bytes_per_token", None))}
+        out = super().metrics(sums, val)
         for i in range(1, self.options.predict):
             out[f"val_head{i}_loss"] = sums.get(f"head{i}_nats", 0.0) / max(sums.get(f"head{i}_targets", 0), 1)
         return out
