@@ -270,7 +270,10 @@ class TrainLoader:
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._it is None:
             self._it = self._iterator()
-        stream, batch, state = next(self._it)
+        try:
+            stream, batch, state = next(self._it)
+        except FormatError as exc:  # from a worker, torch wraps it in its traceback text: keep the message
+            raise FormatError(str(exc).rstrip().splitlines()[-1].split("FormatError: ", 1)[-1]) from None
         if state is not None:  # from a worker: the state right after this micro-batch
             self.states[stream] = state
         self.consumed += 1

@@ -5,6 +5,7 @@ raw tarfile.ReadError. Real prep output, real runs."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -60,20 +61,24 @@ def test_truncated_shard_stops_the_run_at_start_and_its_repair_works(tmp_path_fa
     assert max(r["step"] for r in read_metrics(tmp_path / "repaired")) == 2
 
 
-def loader_on(prep: Path) -> TrainLoader:
+def loader_on(prep: Path, workers: int = 0) -> TrainLoader:
     cfg = load_config(RunConfig, None, ["--data.path", str(prep), "--model.n_ctx", "32", "--train.micro_batch",
-                                        "2", "--data.streams", "1", "--data.shuffle_buffer", "1"])
+                                        "2", "--data.streams", "1", "--data.shuffle_buffer", "1",
+                                        "--data.workers", str(workers)])
     return TrainLoader(cfg, 0, 1)
 
 
-def test_shard_truncated_after_the_start_is_caught_when_opened(tmp_path_factory, tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_shard_truncated_after_the_start_is_caught_when_opened(tmp_path_factory, tmp_path, workers):
     prep, shards = copy_of_prep(tmp_path_factory, tmp_path)
-    loader = loader_on(prep)  # the start check passes: nothing is damaged yet
+    loader = loader_on(prep, workers)  # the start check passes: nothing is damaged yet
     for shard in shards:  # then every train shard is cut (the run opens one of them first)
         (prep / shard["name"]).write_bytes((prep / shard["name"]).read_bytes()[:CUT_BYTES])
-    with pytest.raises(FormatError, match=rf"train-\d+-\d+\.tar: {CUT_BYTES} bytes but the manifest records "
-                                          r"\d+: the shard is truncated.*data_prep verify.*--resume"):
+    with pytest.raises(FormatError) as caught:
         next(loader)
+    # one line naming the shard and the repair, also out of a DataLoader worker (no traceback text)
+    assert re.fullmatch(rf"{re.escape(str(prep))}/train-\d+-\d+\.tar: {CUT_BYTES} bytes but the manifest "
+                        r"records \d+: the shard is truncated.*data_prep verify.*--resume`", str(caught.value))
 
 
 def test_damage_the_size_check_cannot_see_is_named_not_a_raw_tar_error(tmp_path_factory, tmp_path):
