@@ -36,6 +36,9 @@ def test_two_ranks_resume_on_one(tmp_path_factory, tmp_path, zero):
     two = reference_run(tmp_path_factory, 2, zero)
     shutil.copytree(two, tmp_path / "ref")
     args = resume_args(tmp_path_factory, tmp_path, 4, zero)
+    stale = tmp_path / "ref" / "checkpoints" / "step00000004" / f".{UNIVERSAL_TAG}.partial"
+    stale.mkdir()  # what a conversion killed half-way leaves: redone, never loaded
+    (stale / "zero").write_bytes(b"half")
     assert main(args) == 0
     assert_continues(losses(tmp_path / "ref"), losses(two))
     universal = tmp_path / "ref" / "checkpoints" / "step00000004" / UNIVERSAL_TAG
