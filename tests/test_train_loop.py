@@ -101,3 +101,19 @@ def test_run_lock_console_and_takeover(tmp_path_factory, tmp_path):
     assert read_status(run_dir)["state"] == "completed"
     assert "checkpoint step 4 ->" in third.stdout and "completed: 4/4 steps, best val loss" in third.stdout
     assert f"tensorboard --logdir {run_dir / 'tb'}" in third.stdout
+
+
+def test_locked_run_dir_stops_every_rank(tmp_path_factory, tmp_path):
+    """Under torchrun the main rank's refusal reaches the other rank (no rank left waiting in a
+    collective): the job ends with the holder named. The holder here is this test process."""
+    import os
+
+    from stackcore.rundir import RunLock
+    from train_fixtures import torchrun
+    args = run_args(prepped_corpus(tmp_path_factory), tmp_path, "held", "--train.steps", "2")
+    with RunLock(tmp_path / "held"):
+        done = subprocess.run(torchrun(2, args), cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True,
+                              timeout=300)
+    assert done.returncode != 0
+    assert f"in use by pid {os.getpid()} on host {socket.gethostname()}" in done.stdout + done.stderr
+    assert not (tmp_path / "held" / "error.txt").exists() and read_status(tmp_path / "held") is None
