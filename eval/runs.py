@@ -150,6 +150,8 @@ def validation_identity(config: dict[str, Any], metrics: list[dict[str, Any]], r
     ident["mode"] = data.get("mode")
     # What val_loss measures: objectives whose targets are not the next token record it (e.g. an autoencoder).
     ident["target"] = next((r["val_target"] for r in val_rows[-1:] if r.get("val_target")), "next_token")
+    if config.get("model", {}).get("bidirectional"):  # it sees every token but t+1: not a causal loss
+        ident["target"] += " (bidirectional)"
     # The loss is averaged over log.eval_tokens of the fixed set when that is set (0 = all of it).
     eval_tokens = int(config.get("log", {}).get("eval_tokens", 0) or 0)
     if eval_tokens and ident.get("val_tokens") is not None:

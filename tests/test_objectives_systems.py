@@ -127,11 +127,12 @@ def test_eval_compare_and_eval_loss_on_the_systems(tmp_path_factory, tmp_path):
     from eval.runs import CompareError, check_comparable, load_runs
     plain = reference_run(tmp_path_factory, 1, 0)
     corpus = prepped_corpus(tmp_path_factory)
-    for name, extra in (("mtp", SYSTEMS["mtp"]), ("ae", SYSTEMS["autoencoder"])):
+    for name, extra in (("mtp", SYSTEMS["mtp"]), ("ae", SYSTEMS["autoencoder"]), ("bi", SYSTEMS["bidirectional"])):
         assert main(run_args(corpus, tmp_path, name, "--train.steps", "2", "--checkpoint.every", "0", *extra)) == 0
     check_comparable(load_runs([plain, tmp_path / "mtp"]))  # val_loss of both: next-token CE on one set
-    with pytest.raises(CompareError, match="validation targets"):
-        check_comparable(load_runs([plain, tmp_path / "ae"]))
+    for other in ("ae", "bi"):
+        with pytest.raises(CompareError, match="validation targets"):
+            check_comparable(load_runs([plain, tmp_path / other]))
     # the export / `eval loss` path rebuilds the objective's model (the encoder-decoder), not a plain LM
     from eval.loss import checkpoint_loss
     final = [r for r in read_metrics(tmp_path / "ae") if "val_loss" in r][-1]["val_loss"]
