@@ -5,7 +5,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from data_prep.format import atomic_write_bytes
+from stackcore.atomic import atomic_write_bytes
 from stackcore import rundir
 from stackcore.config import dump_toml
 

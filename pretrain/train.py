@@ -89,7 +89,7 @@ def _setup(cfg: RunConfig, world, run_dir: Path, clock: Callable[[], float]) -> 
     model = objective.build_model()
     resume_from = checkpoint.resolve(run_dir / rundir.CHECKPOINTS, cfg.checkpoint.resume)
     # [init]: another run's weights (not when resuming: the checkpoint has them), frozen parts
-    apply_init(model, cfg, resume_from is None, objective.init_targets(model))
+    init = apply_init(model, cfg, resume_from is None, objective.init_targets(model))
     tokens_per_step = t.global_batch * objective.tokens_per_sample()
     flops_per_step = objective.flops_per_sample() * t.global_batch
     total = total_steps(t, tokens_per_step, flops_per_step)
@@ -109,7 +109,7 @@ def _setup(cfg: RunConfig, world, run_dir: Path, clock: Callable[[], float]) -> 
     return Loop(cfg=cfg, world=world, run_dir=run_dir, engine=engine, objective=objective, loader=loader,
                 manifest=manifest, total=total, tokens_per_step=tokens_per_step, flops_per_step=flops_per_step,
                 state=state, clock=clock, resumed=resume_from is not None,
-                device=device_info(world.device, world.size))
+                device=device_info(world.device, world.size), init=init)
 
 
 def _train(loop: Loop, callbacks: list[Callback], progress: dict[str, int], sleep) -> dict[str, Any]:

@@ -40,6 +40,7 @@ class Loop:
     clock: Callable[[], float]
     resumed: bool = False
     device: dict[str, Any] = field(default_factory=dict)  # {"name", "count"}: the hardware of every row
+    init: dict[str, Any] = field(default_factory=dict)  # {"source", "frozen"} from pretrain.init.apply_init
     signals: Any = None  # a StopSignals once the Signals callback started
     out: StepOutput | None = None  # the step just taken
     row: dict[str, Any] | None = None  # this step's metrics row, if any callback made one

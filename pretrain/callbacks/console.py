@@ -43,6 +43,9 @@ class Console(Callback):
                    f"({params / 1e6:.2f}M params), objective {loop.objective.name}, {loop.total} steps of "
                    f"{loop.tokens_per_step} tokens on {loop.device['count']}x {loop.device['name']}, "
                    f"ZeRO-{cfg.deepspeed.zero_stage}, {cfg.train.precision}")
+        if loop.init.get("source") or loop.init.get("frozen"):
+            self.print(f"init: weights from {loop.init.get('source') or 'the resumed checkpoint'}; "
+                       f"{len(loop.init.get('frozen', []))} parameter tensors frozen")
 
     def on_step(self, loop: Loop) -> None:
         row = loop.row or {}
