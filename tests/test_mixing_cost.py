@@ -34,7 +34,7 @@ def _raw(fn):
 def _transform_flops(scale: float):
     def count(x, dim, *args, out_val=None, **kwargs):
         n = x.shape[dim[-1]] if x.is_complex() or out_val.is_complex() else out_val.shape[dim[-1]]
-        n = max(n, out_val.shape[dim[-1]])  # r2c/c2c: the input length; c2r: the output length
+        n = max(n, out_val.shape[dim[-1]])  # r2c: the input length; c2r: the output length
         return int(scale * n * math.log2(n) * (out_val.numel() // out_val.shape[dim[-1]]))
     return _raw(count)
 
@@ -44,7 +44,8 @@ def _complex_mul_flops(a, b, out_val=None, **kwargs):
     return 8 * out_val.numel() if out_val.is_complex() else 0  # real elementwise products are free
 
 
-# The FFT convention of mixing_rules.fft_training_flops_per_column, as FlopCounterMode formulas.
+# The FFT convention of mixing_rules.fft_training_flops_per_column, as FlopCounterMode formulas (a
+# complex c2c transform would be counted too: none should run).
 FFT_FORMULAS = {ATEN._fft_r2c: _transform_flops(2.5), ATEN._fft_c2r: _transform_flops(2.5),
                 ATEN._fft_c2c: _transform_flops(5.0), ATEN.mul: _complex_mul_flops}
 

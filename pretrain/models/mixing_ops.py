@@ -15,7 +15,7 @@ exactly zero gradient.
 
 Toeplitz mixing (W_ij = w_(i-j) for i >= j: one weight per distance) runs either as that matrix
 through the dense/blocked product, or as a causal convolution by FFT in O(T log T)
-(`fft_causal_conv`), or one position at a time for generation (`toeplitz_step`).
+(`fft_causal_conv`), or one position at a time for generation (`MaskedMatrix.step` in mixer.py).
 """
 from __future__ import annotations
 
@@ -112,29 +112,55 @@ def toeplitz_matrix(weight: torch.Tensor, seq_len: int) -> torch.Tensor:
     return reversed_then_zeros.unfold(-1, seq_len, 1).flip(-2)
 
 
+def _block_product(w_f: torch.Tensor, x_f: torch.Tensor) -> torch.Tensor:
+    """Y[g, o, n, f] = sum_b W[g, o, b, f] X[g, b, n, f]: the per-frequency block product."""
+    if w_f.size(1) == 1 and w_f.size(2) == 1:
+        return x_f * w_f  # [G,1,N,F] * [G,1,1,F]: plain per-head convolution
+    return torch.einsum("gobf,gbnf->gonf", w_f, x_f)
+
+
+class FFTCausalConv(torch.autograd.Function):
+    """The causal convolution by FFT with its own backward. Both gradients are correlations, computed
+    with real transforms too: dx = irfft(rfft(dy) * conj(W)), dW = irfft(sum_n rfft(dy) * conj(X)).
+    The zero padding to >= 2T-1 keeps them exact: a lag that would wrap lands on padding. (Autograd
+    through torch.fft would run a full complex transform for rfft's backward and keep the padded input.)"""
+
+    @staticmethod
+    def forward(ctx, weight, x):
+        seq_len = x.size(-1)
+        n_fft = fft_length(seq_len)
+        x_f = torch.fft.rfft(x, n=n_fft)
+        w_f = torch.fft.rfft(weight, n=n_fft)
+        ctx.save_for_backward(w_f, x_f)
+        return torch.fft.irfft(_block_product(w_f, x_f), n=n_fft)[..., :seq_len]
+
+    @staticmethod
+    def backward(ctx, dy):
+        w_f, x_f = ctx.saved_tensors
+        seq_len = dy.size(-1)
+        n_fft = fft_length(seq_len)
+        dy_f = torch.fft.rfft(dy, n=n_fft)  # [G, ob, N, F]
+        dw = dx = None
+        if ctx.needs_input_grad[0]:
+            if w_f.size(1) == 1 and w_f.size(2) == 1:
+                dw_f = (dy_f * x_f.conj()).sum(-2, keepdim=True)
+            else:
+                dw_f = torch.einsum("gonf,gbnf->gobf", dy_f, x_f.conj())
+            dw = torch.fft.irfft(dw_f, n=n_fft)[..., :seq_len]
+        if ctx.needs_input_grad[1]:
+            dx_f = _block_product(w_f.conj().transpose(1, 2), dy_f)  # W^T per frequency, conjugated
+            dx = torch.fft.irfft(dx_f, n=n_fft)[..., :seq_len]
+        return dw, dx
+
+
 def fft_causal_conv(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """y[g, o, :, t] = sum_b sum_(s<=t) weight[g, o, b, t-s] * x[g, b, :, s], by FFT.
 
     weight [G, ob, ib, n>=T], x [G, ib, N, T] (time last) -> [G, ob, N, T]. Zero-padding to >= 2T-1
     makes the circular convolution linear, so nothing wraps from the end of the sequence to its start:
-    position t reads inputs s <= t only (up to float rounding of the transforms)."""
+    position t reads inputs s <= t only (up to float rounding of the transforms). Runs in fp32
+    (torch's CPU FFT has no bf16) and returns x's dtype."""
     seq_len = x.size(-1)
-    n_fft = fft_length(seq_len)
-    x_f = torch.fft.rfft(x.float(), n=n_fft)
-    w_f = torch.fft.rfft(weight[..., :seq_len].float(), n=n_fft)
-    if weight.size(1) == 1 and weight.size(2) == 1:
-        y_f = x_f * w_f  # [G,1,N,F] * [G,1,1,F]: plain per-head convolution
-    else:
-        y_f = torch.einsum("gobf,gbnf->gonf", w_f, x_f)
-    y = torch.fft.irfft(y_f, n=n_fft)[..., :seq_len]
+    with torch.autocast(x.device.type, enabled=False):
+        y = FFTCausalConv.apply(weight[..., :seq_len].float(), x.float().contiguous())
     return y.to(x.dtype)
-
-
-def toeplitz_step(weight: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-    """The output at the newest position of a causal Toeplitz mixing, from the inputs so far.
-
-    weight [G, ob, ib, n], history [G, ib, t+1, c] (oldest first) -> [G, ob, c]: sum over s <= t of
-    w_(t-s) x_s, O(t) per step; no T x T matrix is built."""
-    steps = history.size(2)
-    lags = weight[..., :steps].flip(-1)  # lag t-s for s = 0..t
-    return torch.einsum("gobs,gbsc->goc", lags, history)

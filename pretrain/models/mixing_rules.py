@@ -96,15 +96,15 @@ def mixing_stages(cfg) -> list[tuple[int, int]]:
 
 def fft_training_flops_per_column(seq_len: int, out_blocks: int, in_blocks: int) -> float:
     """Training (forward + backward) FLOPs of one FFT mixing stage per input column (one channel of
-    one sequence). Convention: a real transform of length L costs 2.5 L log2 L, a complex one 5 L log2 L
-    (half / all of the classic 5 N log2 N); a complex multiply(-add) costs 8. Executed: forward rfft of
-    each input block and irfft of each output block; backward rfft of the output gradients and a
-    complex transform per input block (torch's rfft backward); one product per block pair forward and
-    two backward (dx, dW). The weights' own transforms are per call, not per token: left out (<1% at
-    batch x channels >= 128)."""
+    one sequence). Convention: a real transform of length L costs 2.5 L log2 L (half the classic
+    5 N log2 N of a complex one); a complex multiply(-add) costs 8. Executed (mixing_ops.FFTCausalConv):
+    forward rfft of each input block, irfft of each output block; backward rfft of each output
+    gradient, irfft of each input gradient; one product per block pair forward and two backward
+    (dx, dW). The weights' own transforms are per call, not per token: left out (<1% at batch x
+    channels >= 128)."""
     n_fft = fft_length(seq_len)
     real = 2.5 * n_fft * math.log2(n_fft)
-    transforms = real * (in_blocks + out_blocks) + real * out_blocks + 2 * real * in_blocks
+    transforms = 2 * real * (in_blocks + out_blocks)
     products = 3 * 8 * out_blocks * in_blocks * (n_fft // 2 + 1)
     return transforms + products
 
@@ -112,7 +112,8 @@ def fft_training_flops_per_column(seq_len: int, out_blocks: int, in_blocks: int)
 def sequence_flops(cfg, t: int) -> float:
     """Forward FLOPs per token of one layer's token mixing as the configured computation executes it:
     dense counts the full T x T products, blocked the pieces it multiplies (`blocked_products`), fft
-    one third of its training FLOPs (its backward is not 2x its forward; 3 x this term = executed).
+    one third of its training FLOPs (its backward is not 2x its forward: as many transforms, twice the
+    products; 3 x this term = executed).
     A bidirectional reverse stream re-masks, so it always runs dense: its half counts dense."""
     d = cfg.d_model
     impl = resolve_impl(cfg.mixing, cfg.mixing_impl, t)
@@ -136,11 +137,11 @@ def mixing_params(cfg) -> int:
 def fft_activation_values_delta(cfg, t: int) -> float:
     """Values one layer's FFT mixing saves for backward per sequence, minus what the matrix product
     saves (the mixer's base formula counts that: each stage's input [T] per column and its T x T
-    matrices). rfft keeps its zero-padded input (L values) and the product keeps the transform
-    (L/2+1 complex), per input column and per weight block. 0 when the mixing is not by FFT."""
+    matrices). FFTCausalConv keeps the transforms (L/2+1 complex values) of every input column and
+    every weight block. 0 when the mixing is not by FFT."""
     if resolve_impl(cfg.mixing, cfg.mixing_impl, t) != "fft":
         return 0.0
-    kept = 2 * fft_length(t) + 2
+    kept = 2 * (fft_length(t) // 2 + 1)
     delta = 0
     for ob, ib in mixing_stages(cfg):
         delta += ib * cfg.d_model * (kept - t) + cfg.heads * ob * ib * (kept - t * t)
