@@ -236,7 +236,11 @@ class JsonlReader(_Reader):
             data.decode("utf-8")
             texts = list(map(_TEXT, map(decode, lines)))
         except Exception:  # noqa: BLE001 - whatever it is, line_by_line reports it precisely
-            return self.line_by_line(lines, first)
+            # with their newlines back: json's error columns count them (as when read line by line)
+            newline = [line + b"\n" for line in lines]
+            if not data.endswith(b"\n"):
+                newline[-1] = lines[-1]
+            return self.line_by_line(newline, first)
         self.stats.read += len(texts)
         return self.check_block(texts, lambda i: first + i)
 
@@ -244,7 +248,7 @@ class JsonlReader(_Reader):
         stats, check, column, loads = self.stats, self.check, self.text_column, json.loads
         docs = []
         for lineno, line in enumerate(lines, first):
-            if not line or line.isspace():
+            if line.isspace() or not line:
                 continue  # blank lines are not records
             stats.read += 1
             try:
@@ -278,16 +282,21 @@ class JsonlReader(_Reader):
         return text
 
 
-# A separator line of each rule (bytes.strip() whitespace around it); the file's last line may lack "\n".
-_WS = rb"[ \t\r\x0b\x0c]*"
-_SEPARATORS = {TXT_RULE_EOT: re.compile(rb"(?m)^" + _WS + re.escape(EOT_BYTES) + _WS + rb"(?:\n|\Z)"),
-               TXT_RULE_BLANK: re.compile(rb"(?m)^" + _WS + rb"(?:\n|\Z)")}
+# A separator line of each rule (bytes.strip() whitespace around it); the file's last line may lack "\n"
+# (never an empty match: that would cut a document at the end of a block). One capture group, so that
+# split() returns [document, separator, document, ..., rest].
+_WS = rb"[ \t\r\x0b\x0c]"
+_SEPARATORS = {
+    TXT_RULE_EOT: re.compile(rb"(?m)(^" + _WS + b"*" + re.escape(EOT_BYTES) + _WS + rb"*(?:\n|\Z))"),
+    TXT_RULE_BLANK: re.compile(rb"(?m)(^" + _WS + rb"*\n|^" + _WS + rb"+\Z)"),
+}
 
 
 class TxtReader(_Reader):
     """Documents separated by `<|endoftext|>` lines when the file has any, else by runs of blank lines.
-    Whole blocks of lines are cut at separator lines by one regex; a document is its lines' bytes decoded,
-    then stripped. Documents may span blocks; an oversized one is only counted, never held."""
+    Whole blocks of lines are split at separator lines by one regex; a document is its lines' bytes
+    decoded, then stripped. Documents may span blocks; an oversized one is only counted, never held.
+    Line numbers (for errors) are worked out only when a block has a problem."""
 
     def chunks(self) -> Iterator[bytes]:
         with open(self.path, "rb") as fh:
@@ -297,7 +306,7 @@ class TxtReader(_Reader):
     def rule(self) -> str:
         eot = _SEPARATORS[TXT_RULE_EOT]
         for data in line_blocks(self.chunks()):  # a streaming pre-pass: decide the rule before reading
-            if EOT_BYTES in data and any(m.end() > m.start() for m in eot.finditer(data)):
+            if EOT_BYTES in data and eot.search(data):
                 return TXT_RULE_EOT
         return TXT_RULE_BLANK
 
@@ -309,21 +318,20 @@ class TxtReader(_Reader):
         rule = self.rule()
         self.stats.notes["txt_rule"] = rule
         separator = _SEPARATORS[rule]
-        # the open document: its pieces (None once over the limit), size, first line; `line` = line at pos
+        # the open document: its pieces (None once over the limit), size and first line; `line`: data's first
         self.pieces, self.size, self.start, line = [], 0, 1, 1
         for data in line_blocks(self.chunks()):
-            docs, pos = [], 0
-            for match in separator.finditer(data):
-                if match.end() == match.start():
-                    continue  # the empty match at the end of the data is no line
-                line += data.count(b"\n", pos, match.start())  # the separator's line
-                self.extend(data[pos:match.start()])
-                docs += self.close_document()
-                self.start, line, pos = line + 1, line + 1, match.end()
-            line += data.count(b"\n", pos)
-            self.extend(data[pos:])
-            yield self.decode(docs)
-        yield self.decode(self.close_document())
+            parts = separator.split(data)
+            if len(parts) > 1:  # the open document ends at the first separator, the last part opens one
+                self.extend(parts[0])
+                docs = [(self.close_document(), self.start)]
+                rest = len(data) - len(parts[-1])
+                docs += [(part, None) for part in parts[2:-1:2] if part]
+                yield self.decode(docs, lambda: _part_lines(parts, line))
+                self.start = line + data.count(b"\n", 0, rest)
+            self.extend(parts[-1])
+            line += data.count(b"\n")
+        yield self.decode([(self.close_document(), self.start)], lambda: [])
 
     def extend(self, piece: bytes) -> None:
         self.size += len(piece)
@@ -332,26 +340,50 @@ class TxtReader(_Reader):
         elif piece:
             self.pieces.append(piece)
 
-    def close_document(self) -> list[tuple[bytes | None, int]]:
-        """[(its bytes or None if oversized, first line)] of the open document, [] if it has no lines."""
-        doc = [] if not self.size else [(None if self.pieces is None else b"".join(self.pieces), self.start)]
+    def close_document(self) -> bytes | None:
+        """The open document's bytes (b"" if it has no lines, None if oversized); a new one opens."""
+        data = None if self.pieces is None else b"".join(self.pieces)
         self.pieces, self.size = [], 0
-        return doc
+        return data
 
-    def decode(self, docs: list[tuple[bytes | None, int]]) -> Block:
-        texts, starts = [], []
-        for data, start in docs:
-            self.stats.read += 1
-            if data is None:
+    def decode(self, docs: list[tuple[bytes | None, int | None]], lines: Callable[[], list[int]]) -> Block:
+        """Documents as (bytes or None if oversized, first line or None: then lines()[k] for the k-th
+        such one); the open document closed here may be empty (no document)."""
+        docs = [d for d in docs if d[0] != b""]
+        self.stats.read += len(docs)
+        try:
+            if all(data is not None and len(data) <= self.max_doc_bytes for data, _ in docs):
+                texts = [data.decode("utf-8").strip() for data, _ in docs]
+                return self.check_block(texts, lambda i: _doc_starts(docs, lines)[i])
+        except UnicodeDecodeError:
+            pass
+        starts, texts, kept = _doc_starts(docs, lines), [], []
+        for (data, _), start in zip(docs, starts):  # the slow path names each problem
+            if data is None or len(data) > self.max_doc_bytes:
                 self.problem("too_long", start, f"document over --max-doc-bytes {self.max_doc_bytes:,}; raise "
                              "the limit if it is genuine")
                 continue
             try:
                 texts.append(data.decode("utf-8").strip())
-                starts.append(start)
+                kept.append(start)
             except UnicodeDecodeError:
                 self.problem("invalid_utf8", start, _first_bad_line(data, start))
-        return self.check_block(texts, starts.__getitem__)
+        return self.check_block(texts, kept.__getitem__)
+
+
+def _part_lines(parts: list[bytes], line: int) -> list[int]:
+    """First lines of the non-empty documents in parts[2:-1:2] (split() output of a block at `line`)."""
+    starts = []
+    for k, part in enumerate(parts[:-1]):
+        if k >= 2 and k % 2 == 0 and part:
+            starts.append(line)
+        line += part.count(b"\n")
+    return starts
+
+
+def _doc_starts(docs: list[tuple[bytes | None, int | None]], lines: Callable[[], list[int]]) -> list[int]:
+    inner = iter(lines())
+    return [start if start is not None else next(inner) for _, start in docs]
 
 
 def _first_bad_line(data: bytes, first_line: int) -> str:
@@ -473,7 +505,7 @@ def read_blocks(unit: dict, stats: InputStats, *, text_column: str, on_error: st
     elif kind == "jsonl":
         yield from JsonlReader(path, **common).blocks()
     elif kind == "txt":
-        yield from grouped(iter(TxtReader(path, **common)))
+        yield from TxtReader(path, **common).blocks()
     else:
         raise InputError(f"{path}: unknown input kind {kind!r}")
 

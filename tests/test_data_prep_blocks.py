@@ -160,3 +160,87 @@ def documents(prep, manifest: dict, split: str) -> list[list[int]]:
         tokens, lengths = decode_sample(sample, manifest["dtype"])
         docs += [d.tolist() for d in split_documents(tokens, lengths)]
     return docs
+
+
+def random_jsonl(rnd) -> bytes:
+    good = ["hi", " there ", "café", "a<|endoftext|>b", "x" * 90]
+    bad = [b"", b"  ", b"\r", b"\x0c", b'{"text": "a\\ud800"}', b'{"text": ""}', b'{"text": "  "}', b'{"text": 5}',
+           b'{"id": 1}', b"[1, 2]", b'{"text": "a"', b'{"text": "a", "id": "\xff"}', b'{"text": "a\xe2\x80"}',
+           b'{"text": "ok"} {"text": "x"}', b'{"text": "a", "x": NaN}', b'{"text": "dup", "text": "dup2"}']
+    lines = [json.dumps({"id": 1, "text": rnd.choice(good)}, ensure_ascii=rnd.random() < 0.5).encode()
+             if rnd.random() < 0.6 else rnd.choice(bad) for _ in range(rnd.randint(1, 40))]
+    return b"\n".join(lines) + (b"\n" if rnd.random() < 0.7 else b"")
+
+
+def outcome(reader_cls, path, mode: str, docs_of) -> list:
+    stats = readers.InputStats()
+    try:
+        return [docs_of(reader_cls(str(path), stats, mode, 100, "text")), stats.to_dict()]
+    except readers.InputError as exc:
+        return ["error", str(exc)]
+
+
+def test_jsonl_fast_path_equals_the_per_line_path(tmp_path, monkeypatch):
+    """Random lines, good and bad (blank, malformed, invalid UTF-8 in any field, lone surrogates, missing or
+    non-string text, two objects on a line, too long...): the block path gives the documents, counts and
+    error messages of the per-line path it falls back to."""
+    import random
+
+    path = tmp_path / "fuzz.jsonl"
+    for seed in range(150):
+        rnd = random.Random(seed)
+        data = random_jsonl(rnd)
+        path.write_bytes(data)
+        monkeypatch.setattr(readers, "BLOCK_BYTES", rnd.choice([16, 64, 1 << 20]))
+        lines = [line + b"\n" for line in data.split(b"\n")]
+        lines[-1] = lines[-1][:-1]
+        for mode in ("skip", "raise"):
+            fast = outcome(readers.JsonlReader, path, mode, lambda r: [t for t, _ in r])
+            slow = outcome(readers.JsonlReader, path, mode, lambda r: r.line_by_line(lines, 1)[0])
+            assert fast == slow, (seed, mode, data)
+
+
+def reference_txt_outcome(data: bytes, max_bytes: int) -> list:
+    """Documents and skip counts of the plain-text rule, line by line (the per-line reader this replaced)."""
+    lines = [line + b"\n" for line in data.split(b"\n")]
+    lines[-1] = lines[-1][:-1]
+    eot = any(line.strip() == b"<|endoftext|>" for line in lines)
+    docs, skipped, parts, read = [], {}, [], 0
+    for line in lines + [b"<|endoftext|>" if eot else b""]:
+        if (line.strip() == b"<|endoftext|>") if eot else not line.strip():
+            if parts:
+                read += 1
+                raw = b"".join(parts)
+                reason = "too_long" if len(raw) > max_bytes else None
+                try:
+                    text = raw.decode().strip()
+                except UnicodeDecodeError:
+                    reason = reason or "invalid_utf8"
+                reason = reason or ("empty" if not text else None)
+                if reason:
+                    skipped[reason] = skipped.get(reason, 0) + 1
+                else:
+                    docs.append(text)
+            parts = []
+        elif line:
+            parts.append(line)
+    return [docs, {"read": read, "written": 0, "skipped": dict(sorted(skipped.items())),
+                   "txt_rule": "endoftext-lines" if eot else "blank-lines"}]
+
+
+def test_txt_blocks_equal_the_per_line_rule(tmp_path, monkeypatch):
+    """Random plain text with blank, whitespace-only and `<|endoftext|>` lines, invalid UTF-8 and over-long
+    documents, at block sizes that cut documents anywhere: documents and skip counts per the line rule."""
+    import random
+
+    path = tmp_path / "fuzz.txt"
+    choices = [b"", b"  ", b"\t\r", b"\x0c", b" <|endoftext|> ", b"<|endoftext|>", b"bad \xe2\x80 utf8", b"x" * 120,
+               b"hello", b"  world ", "café \u00a0".encode(), b"a <|endoftext|> b"]
+    for seed in range(200):
+        rnd = random.Random(seed)
+        data = b"\n".join(rnd.choice(choices) * rnd.randint(1, 2) for _ in range(rnd.randint(1, 50)))
+        data += b"\n" if rnd.random() < 0.7 else b""
+        path.write_bytes(data)
+        monkeypatch.setattr(readers, "BLOCK_BYTES", rnd.choice([16, 64, 1 << 20]))
+        assert outcome(readers.TxtReader, path, "skip", lambda r: [t for t, _ in r]) == \
+            reference_txt_outcome(data, 100), (seed, data)
