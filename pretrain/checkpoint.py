@@ -181,8 +181,9 @@ def ensure_universal(path: Path, world) -> str:
             failure = exc
     barrier()
     if failure is not None or not target.is_dir():
+        cause = f"{type(failure).__name__}: {failure}" if failure else "on rank 0, see its error"
         raise CheckpointError(f"{path}: converting it to a universal checkpoint for a world of {world.size} "
-                              f"failed ({type(failure).__name__ if failure else 'on rank 0'}: {failure}); resume "
+                              f"failed ({cause}); resume "
                               f"with the saved world size ({json.loads((path / META).read_text())['world_size']} "
                               "ranks), or export the weights (python -m pretrain.export) and start a new run"
                               ) from failure

@@ -1,9 +1,9 @@
 """Ranks die with their launcher.
 
-A SIGKILL of `torchrun` (or of the `deepspeed` launcher, or of a Slurm step daemon) gives it no chance
-to stop its ranks: they were orphans that kept training and writing to the run directory, next to the
-`--checkpoint.resume auto` run started after them. So every rank started by a launcher asks the kernel
-for SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG); the trainer treats SIGTERM as a preemption
+A SIGKILL of `torchrun` (or of whatever process started the ranks: the deepspeed launcher's per-node
+launch.py, Slurm's step daemon) gives it no chance to stop them: they were orphans that kept training
+and writing to the run directory, next to the `--checkpoint.resume auto` run started after them. So
+every rank started by a launcher asks the kernel for SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG); the trainer treats SIGTERM as a preemption
 (every rank agrees on a step, saves, exits). A watchdog thread covers what the kernel signal does not:
 a parent that died before the prctl (the rank then belongs to init), and a rank that does not finish
 its preemption save within `grace_s` (a hung collective): it is SIGKILLed.
