@@ -200,3 +200,22 @@ def test_bf16_autocast_runs_causally_and_close_to_fp32(cls, impl):
     else:
         assert torch.equal(past, past_changed)
     assert _rel_err(y.float(), m(x)) < 2e-2
+
+
+def test_custom_backwards_pass_gradcheck_in_float64():
+    from pretrain.models.mixing_ops import FFTCausalConv, LowerTileMatmul
+
+    torch.manual_seed(0)
+    t, ob, ib = 7, 2, 3
+    w = torch.randn(2, t * ob, t * ib, dtype=torch.double).requires_grad_()
+    x = torch.randn(2, t * ib, 3, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(2, t * ob, dtype=torch.double, requires_grad=True)
+    # gradcheck perturbs every entry of W; the op reads only the lower pieces, so compare on a W
+    # that is block-lower-triangular (what the caller's mask guarantees)
+    lower = torch.ones(t, t).tril().repeat_interleave(ob, 0).repeat_interleave(ib, 1).double()
+    assert torch.autograd.gradcheck(lambda w_, x_, b_: LowerTileMatmul.apply(w_ * lower, x_, b_, t, ob, ib, 3),
+                                    (w, x, bias))
+    for blocks in ((1, 1), (2, 3)):
+        wt = torch.randn(2, *blocks, t, dtype=torch.double, requires_grad=True)
+        xt = torch.randn(2, blocks[1], 3, t, dtype=torch.double, requires_grad=True)
+        assert torch.autograd.gradcheck(FFTCausalConv.apply, (wt, xt))
