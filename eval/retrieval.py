@@ -106,12 +106,16 @@ def score_rows(methods: list[Method], candidates: list[int], pool: int, n_querie
 
 
 def evaluate(runs: list[str], pairs_dir: str, candidates: list[int], split: str = "val", queries: int = 0,
-             seed: int = 0, pooling: str = "last", batch: int = 32, device: str = "cpu") -> tuple[list[dict], dict]:
+             seed: int = 0, pooling: str = "last", batch: int = 32, device: str = "cpu", query_tokens: int = 0,
+             passage_tokens: int = 0) -> tuple[list[dict], dict]:
     """(CSV rows, context for the report) of every method on the same fixed candidate sets."""
     from data_prep.pair_format import read_pairs
     from data_prep.tokenizer import load_tokenizer
 
     pairs = read_pairs(pairs_dir, split)
+    if query_tokens or passage_tokens:  # every method sees the same cut texts (BM25 included)
+        pairs.queries = [q[: query_tokens or None] for q in pairs.queries]
+        pairs.passages = [p[: passage_tokens or None] for p in pairs.passages]
     pool = len(pairs)
     n_queries = min(queries or pool, pool)
     if pool < 3:
@@ -125,7 +129,8 @@ def evaluate(runs: list[str], pairs_dir: str, candidates: list[int], split: str 
     rows = score_rows(methods, candidates, pool, n_queries, seed)
     context = {"pairs": str(pairs_dir), "split": split, "pool": pool, "n_queries": n_queries, "seed": seed,
                "pooling": pooling, "fingerprint": pairs.manifest.get("fingerprint", "")[:12],
-               "spec": pairs.manifest["pairs"], "skipped": [n for n in candidates if n - 1 > pool]}
+               "spec": pairs.manifest["pairs"], "skipped": [n for n in candidates if n - 1 > pool],
+               "caps": (query_tokens, passage_tokens)}
     return rows, context
 
 
@@ -146,7 +151,8 @@ def report_markdown(rows: list[dict], context: dict) -> str:
              f"Pairs `{context['pairs']}` ({context['spec']['query']} -> {context['spec']['passage']}, "
              f"fingerprint {context['fingerprint']}), split `{context['split']}`: {context['n_queries']} queries, "
              f"distractors from a pool of {context['pool']} passages, seed {context['seed']}, embedding pooling "
-             f"`{context['pooling']}`. n counts the query and n-1 passages (chance 1/(n-1)).\n",
+             f"`{context['pooling']}`, texts cut to (query, passage) tokens {context['caps']} (0: the window). n counts "
+             "the query and n-1 passages (chance 1/(n-1)).\n",
              head, "|" + "---|" * (len(sizes) + 2)]
     for method, run in labels:
         cells = [f"{100 * cell[method, run, n]['top1']:.1f} ({cell[method, run, n]['mrr']:.3f})"
@@ -201,10 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pooling", choices=("last", "mean"), default="last")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--query-tokens", type=int, default=0, help="cut queries to N tokens (0: n_ctx - 1)")
+    parser.add_argument("--passage-tokens", type=int, default=0, help="cut passages to N tokens (0: n_ctx - 1); "
+                        "match a contrastive run's objective.passage_tokens to score the texts it trained on")
     args = parser.parse_args(argv)
     try:
         rows, context = evaluate(args.run, args.pairs, parse_candidates(args.candidates), args.split,
-                                 args.queries, args.seed, args.pooling, args.batch, args.device)
+                                 args.queries, args.seed, args.pooling, args.batch, args.device,
+                                 args.query_tokens, args.passage_tokens)
         out = write_outputs(rows, context, args.out)
     except (UserError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,7 +16,7 @@ from pretrain.config import ModelConfig
 from pretrain.models import build_model
 from pretrain.models.retrieval_head import SlotScorer
 from pretrain.models.sequence_embedding import cosine_scores, embed_texts, hidden_states, left_pad, pool
-from pretrain.objectives.contrastive import documents_from_rows, info_nce, split_document
+from pretrain.objectives.contrastive import documents_from_rows, info_nce, split_document, text_caps
 
 EOS = 96
 
@@ -83,6 +83,18 @@ def test_document_rows_split_back_into_query_and_passage(pad_side):
     assert got == doc.tolist() and split_document(got, EOS) == ([1, 2, 3], [4, 5])
     assert split_document([1, 2, EOS, 4], EOS) == ([1, 2], [4])  # a window cut inside the passage
     assert split_document([1, 2], EOS) == ([1, 2], [])
+
+
+def test_training_passages_do_not_reveal_their_query_length():
+    # the loader cuts `query EOS passage EOS` at n_ctx + 1: uncapped, a passage keeps what its query left
+    # over, so its length (its left padding) identifies the query -- a shortcut a model learns at once
+    n_ctx, passage = 32, list(range(100, 160))
+    docs = [(list(range(1, 1 + q)) + [EOS] + passage + [EOS])[: n_ctx + 1] for q in (3, 10)]
+    uncapped = [len(split_document(d, EOS)[1]) for d in docs]
+    capped = [split_document(d, EOS, *text_caps(n_ctx, 0)) for d in docs]
+    assert uncapped[0] != uncapped[1]
+    assert [len(p) for _, p in capped] == [16, 16] and [len(q) for q, _ in capped] == [3, 10]
+    assert text_caps(n_ctx, 0) == (15, 16) and text_caps(n_ctx, 20) == (11, 20)
 
 
 def test_candidate_sets_fixed_and_rank_metrics_tie_aware():

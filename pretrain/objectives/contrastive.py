@@ -53,13 +53,32 @@ def documents_from_rows(inputs: torch.Tensor, labels: torch.Tensor) -> list[list
     return docs
 
 
-def split_document(doc: list[int], eos: int) -> tuple[list[int], list[int]]:
-    """(query, passage) of a possibly cut `query EOS passage EOS` document."""
+def split_document(doc: list[int], eos: int, query_tokens: int = 0,
+                   passage_tokens: int = 0) -> tuple[list[int], list[int]]:
+    """(query, passage) of a possibly cut `query EOS passage EOS` document, each cut to its cap if > 0."""
     if eos not in doc:
-        return doc, []  # the window held only query tokens: the passage is EOS alone
-    cut = doc.index(eos)
-    passage = doc[cut + 1:]
-    return doc[:cut], passage[:-1] if passage and passage[-1] == eos else passage
+        query, passage = doc, []  # the window held only query tokens: the passage is EOS alone
+    else:
+        cut = doc.index(eos)
+        query, passage = doc[:cut], doc[cut + 1:]
+        passage = passage[:-1] if passage and passage[-1] == eos else passage
+    return query[: query_tokens or None], passage[: passage_tokens or None]
+
+
+def text_caps(n_ctx: int, passage_tokens: int) -> tuple[int, int]:
+    """(query cap, passage cap) of training pairs: the passage gets half the window unless set, the query
+    what is left beside it and the two EOS.
+
+    WHY: the loader cuts `query EOS passage EOS` at n_ctx + 1 tokens, so an uncapped passage keeps exactly
+    the tokens its query left over; its length (its left padding) then identifies its query, and a model
+    learns that shortcut instead of retrieval (seen: training InfoNCE fell while held-out top-1 sank
+    below chance). A passage capped at a length its query cannot change carries no such signal; only a
+    query longer than its cap still shortens its passage (rare: the default leaves it half the window)."""
+    cap = passage_tokens or n_ctx // 2
+    if not 1 <= cap <= n_ctx - 2:
+        raise ConfigError(f"objective.passage_tokens={passage_tokens}: must leave room for a query in n_ctx="
+                          f"{n_ctx} (1 .. n_ctx - 2)")
+    return n_ctx - cap - 1, cap
 
 
 @dataclass
@@ -68,6 +87,7 @@ class ContrastiveOptions:
     temperature: float = 0.02  # cosine similarity / temperature (paper's code: 0.02)
     pooling: str = "last"  # last: position -2 (paper); mean: over the text positions
     val_pairs: int = 512  # held-out pairs validated on (whole groups of them)
+    passage_tokens: int = 0  # passages are cut to this many tokens (0: n_ctx // 2), queries to the rest
 
 
 @register
@@ -86,6 +106,7 @@ class Contrastive(Objective):
             raise ConfigError(f"objective.temperature must be > 0, got {o.temperature}")
         if o.pooling not in POOLINGS:
             raise ConfigError(f"objective.pooling must be one of {list(POOLINGS)}, got {o.pooling!r}")
+        text_caps(self.cfg.model.n_ctx, o.passage_tokens)
         from data_prep.pair_format import pairs_manifest
         pairs_manifest(self.cfg.data.path)  # FormatError naming `data_prep pairs` for a text prep
 
@@ -111,8 +132,8 @@ class Contrastive(Objective):
             queries = [q for g in raw for q in g.queries]
             passages = [p for g in raw for p in g.passages]
         else:
-            inputs, labels = raw
-            split = [split_document(doc, self._eos()) for doc in documents_from_rows(inputs, labels)]
+            caps = text_caps(self.cfg.model.n_ctx, self.options.passage_tokens)
+            split = [split_document(doc, self._eos(), *caps) for doc in documents_from_rows(*raw)]
             queries, passages = [q for q, _ in split], [p for _, p in split]
         return (*self._pad(queries, device), *self._pad(passages, device))
 
@@ -134,8 +155,10 @@ class Contrastive(Objective):
 
         pairs = read_pairs(self.cfg.data.path, "val", limit=self.options.val_pairs)
         g = self.options.group
-        groups = [PairGroup([q.tolist() for q in pairs.queries[i:i + g]], [p.tolist() for p in pairs.passages[i:i + g]])
-                  for i in range(0, len(pairs) - g + 1, g)]
+        q_cap, p_cap = text_caps(self.cfg.model.n_ctx, self.options.passage_tokens)  # as training sees them
+        queries = [q[:q_cap].tolist() for q in pairs.queries]
+        passages = [p[:p_cap].tolist() for p in pairs.passages]
+        groups = [PairGroup(queries[i:i + g], passages[i:i + g]) for i in range(0, len(pairs) - g + 1, g)]
         return groups or None
 
     def eval_items(self, val, max_tokens: int = 0):

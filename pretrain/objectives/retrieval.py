@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pretrain.models.sequence_embedding import POOLINGS, embed_texts
 from pretrain.objectives import register
 from pretrain.objectives.base import Objective
-from pretrain.objectives.contrastive import documents_from_rows, split_document
+from pretrain.objectives.contrastive import documents_from_rows, split_document, text_caps
 from stackcore.config import ConfigError
 
 
@@ -42,6 +42,7 @@ class RetrievalOptions:
     pooling: str = "last"
     val_queries: int = 256
     seed: int = 0  # of the fixed validation candidate sets
+    passage_tokens: int = 0  # passage cap (0: n_ctx // 2), queries get the rest (contrastive.text_caps: WHY)
 
 
 def load_embedder(source: str | Path):
@@ -85,6 +86,7 @@ class Retrieval(Objective):
                               f">= candidates - 1 (distractors come from the micro-batch)")
         if o.pooling not in POOLINGS:
             raise ConfigError(f"objective.pooling must be one of {list(POOLINGS)}, got {o.pooling!r}")
+        text_caps(self.cfg.model.n_ctx, o.passage_tokens)
         differs = {k: (v, getattr(self.cfg.model, k, None)) for k, v in embedder_model_table(o.embedder).items()
                    if getattr(self.cfg.model, k, v) != v}
         if differs:
@@ -120,7 +122,8 @@ class Retrieval(Objective):
     def batch(self, raw: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(raw, list):  # validation items: (slots [n, d], position of the true passage)
             return torch.stack([s for s, _ in raw]).to(device), torch.tensor([t for _, t in raw], device=device)
-        split = [split_document(doc, self.eos) for doc in documents_from_rows(*raw)]
+        caps = text_caps(self.cfg.model.n_ctx, self.options.passage_tokens)
+        split = [split_document(doc, self.eos, *caps) for doc in documents_from_rows(*raw)]
         queries, passages = self._embed([q for q, _ in split]), self._embed([p for _, p in split])
         return self.training_groups(queries, passages, self.options.candidates, device)
 
@@ -149,8 +152,9 @@ class Retrieval(Objective):
         if len(pairs) < n - 1:
             raise ConfigError(f"{self.cfg.data.path}: {len(pairs)} held-out pairs, fewer than the {n - 1} "
                               "passages of a group; lower objective.candidates or prep with a larger --val-fraction")
-        queries = self._embed([q.tolist() for q in pairs.queries[: self.options.val_queries]])
-        passages = self._embed([p.tolist() for p in pairs.passages])
+        q_cap, p_cap = text_caps(self.cfg.model.n_ctx, self.options.passage_tokens)  # as training sees them
+        queries = self._embed([q[:q_cap].tolist() for q in pairs.queries[: self.options.val_queries]])
+        passages = self._embed([p[:p_cap].tolist() for p in pairs.passages])
         sets, truth = candidate_sets(len(queries), len(passages), n, self.options.seed)
         return [(torch.cat([queries[i:i + 1], passages[torch.as_tensor(sets[i])]]), int(truth[i]))
                 for i in range(len(queries))]
