@@ -137,3 +137,16 @@ def test_eval_compare_and_eval_loss_on_the_systems(tmp_path_factory, tmp_path):
     from eval.loss import checkpoint_loss
     final = [r for r in read_metrics(tmp_path / "ae") if "val_loss" in r][-1]["val_loss"]
     assert checkpoint_loss(tmp_path / "ae", corpus, progress=False)["loss"] == pytest.approx(final, rel=1e-5)
+
+
+def test_mtp_trunk_starts_from_a_causal_run(tmp_path_factory, tmp_path):
+    from pretrain.export import export, load_model
+    plain = reference_run(tmp_path_factory, 1, 0)
+    args = run_args(prepped_corpus(tmp_path_factory), tmp_path, "mtp-init", "--train.steps", "1",
+                    "--checkpoint.every", "0", *SYSTEMS["mtp"], "--init.from", str(plain),
+                    "--init.freeze_embedding", "true")
+    assert main(args) == 0
+    source, _ = load_model(export(plain, tmp_path / "plain-export"))
+    tuned, _ = load_model(export(tmp_path / "mtp-init", tmp_path / "mtp-export"))
+    assert torch.equal(tuned.trunk.embedding.weight, source.embedding.weight)  # loaded, then frozen
+    assert not torch.equal(tuned.trunk.lm_head.weight, source.lm_head.weight)  # trained one step

@@ -47,6 +47,10 @@ class MultiTokenPrediction(NextToken):
         from pretrain.models.wrapping import family_model
         return MultiTokenHeads(family_model(self.cfg.model, "objective 'mtp'"), self.options.predict)
 
+    def init_targets(self, model: torch.nn.Module) -> list[torch.nn.Module]:
+        """`--init.from` a causal run loads its trunk; the extra heads start fresh."""
+        return [model.trunk]
+
     def flops_per_sample(self, model_cfg=None) -> float:
         from pretrain.models.objective_flops import multi_token_forward_flops, training
         model_cfg = model_cfg or self.cfg.model
