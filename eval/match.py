@@ -56,11 +56,17 @@ def default_heads(reference: ModelConfig, family: str) -> list[int]:
     return [reference.heads] if not get_family(reference.family).planner_heads else [4]
 
 
-def candidate(ref: ModelConfig, family: str, d: int, n_layers: int, heads: int, n_ctx: int) -> ModelConfig | None:
-    """A shape of `family` with the reference's other fields, or None when the family refuses it
-    (e.g. an odd rotary head dimension)."""
-    cfg = ModelConfig(family=family, d_model=d, n_layers=n_layers, n_ctx=n_ctx, vocab_size=ref.vocab_size,
-                      heads=heads, ffn_mult=ref.ffn_mult, tie_embeddings=ref.tie_embeddings)
+def candidate(ref: ModelConfig, family: str, d: int, n_layers: int, heads: int, n_ctx: int,
+              options: dict | None = None) -> ModelConfig | None:
+    """A shape of `family` with the reference's other fields (and `options`: other [model] keys of the
+    candidate, e.g. a mixer variant's), or None when the family refuses it (e.g. an odd rotary head
+    dimension)."""
+    try:
+        cfg = ModelConfig(family=family, d_model=d, n_layers=n_layers, n_ctx=n_ctx, vocab_size=ref.vocab_size,
+                          heads=heads, ffn_mult=ref.ffn_mult, tie_embeddings=ref.tie_embeddings)
+        cfg = dataclasses.replace(cfg, **(options or {}))
+    except TypeError as exc:  # an option that is no [model] key
+        raise ConfigError(f"match options {sorted(options or {})}: {exc}") from None
     try:
         cfg.validate()
     except ConfigError:
@@ -69,10 +75,12 @@ def candidate(ref: ModelConfig, family: str, d: int, n_layers: int, heads: int, 
 
 
 def plan(reference_cfg, family: str, by: str, n_ctx: int | None = None, top: int = 5,
-         heads: list[int] | None = None, batch: int = 32) -> list[dict]:
+         heads: list[int] | None = None, batch: int = 32, options: dict | None = None,
+         layers: list[int] | None = None) -> list[dict]:
     """The `top` shapes of `family` closest to `reference_cfg` (a ModelConfig, RunConfig or TOML
     path) by `by` at sequence length n_ctx (default: the reference's). `batch` sequences per device
-    enter only the memory measure (activations scale with it)."""
+    enter only the memory measure (activations scale with it). `options` are further [model] keys of
+    every candidate (a variant's); `layers` restricts the depths searched (default 1..2x the reference)."""
     ref = load_model_config(reference_cfg) if isinstance(reference_cfg, str) else reference_cfg
     ref = getattr(ref, "model", ref)
     get_family(family)  # an unknown name raises, naming the closest registered family
@@ -83,10 +91,10 @@ def plan(reference_cfg, family: str, by: str, n_ctx: int | None = None, top: int
     target = measure(base, by, t, batch)
     rows = []
     step = width_step(ref.d_model)
-    for n_layers in range(1, 2 * ref.n_layers + 1):
+    for n_layers in layers or range(1, 2 * ref.n_layers + 1):
         for d in range(step, 4 * ref.d_model + 1, step):
             for h in heads or default_heads(ref, family):
-                cfg = candidate(ref, family, d, n_layers, h, t)
+                cfg = candidate(ref, family, d, n_layers, h, t, options)
                 if cfg is None:
                     continue
                 value = measure(cfg, by, t, batch)

@@ -42,6 +42,8 @@ class Shape:
     n_layers: int = 0
     heads: int = 1
     match: str = ""  # a fixed shape's label: pick the shape closest in dense FLOPs/token to it
+    layers: list[int] = field(default_factory=list)  # with match: the depths searched (default 1..2x)
+    options: dict[str, Any] = field(default_factory=dict)  # further [model] keys, e.g. {mixing = "toeplitz"}
 
 
 @dataclass
@@ -95,10 +97,17 @@ def model_config(proto: Protocol, shape: Shape, n_ctx: int):
     from pretrain.config import ModelConfig
 
     if not shape.match:
-        return ModelConfig(family=shape.family, d_model=shape.d_model, n_layers=shape.n_layers, n_ctx=n_ctx,
-                           vocab_size=proto.protocol.vocab, heads=shape.heads)
+        cfg = ModelConfig(family=shape.family, d_model=shape.d_model, n_layers=shape.n_layers, n_ctx=n_ctx,
+                          vocab_size=proto.protocol.vocab, heads=shape.heads, **shape.options)
+        cfg.validate()
+        return cfg
     ref = next(s for s in proto.shapes if s.label == shape.match)
-    return plan(model_config(proto, ref, n_ctx), shape.family, "flops", top=1, heads=[shape.heads])[0]["config"]
+    found = plan(model_config(proto, ref, n_ctx), shape.family, "flops", top=1, heads=[shape.heads],
+                 options=shape.options, layers=shape.layers or None)
+    if not found:
+        raise ConfigError(f"shape {shape.label!r}: no {shape.family} shape with {shape.options} matches "
+                          f"{shape.match!r} at n_ctx {n_ctx}")
+    return found[0]["config"]
 
 
 def run_name(label: str, cfg, lr: float, seed: int) -> str:
@@ -191,6 +200,10 @@ def steps_for(proto: Protocol, cfg) -> int:
     return int(proto.protocol.budget_flops / (training_flops_per_token(cfg) * tokens_per_step)) + 1
 
 
+def shape_options(proto: Protocol, label: str) -> list[str]:
+    return sorted(next(s for s in proto.shapes if s.label == label).options)
+
+
 def train_argv(proto: Protocol, r: PlannedRun, data: Path) -> list[str]:
     """`pretrain.train` arguments of one planned run: budget-stopped, warmup 5%, ~`evals` validations."""
     p, cfg = proto.protocol, r.cfg
@@ -206,8 +219,9 @@ def train_argv(proto: Protocol, r: PlannedRun, data: Path) -> list[str]:
             "--log.eval_every", str(max(1, steps // p.evals)), "--checkpoint.resume", "none"]
     if str(cfg.n_ctx) in p.data_mode:
         args += ["--data.mode", p.data_mode[str(cfg.n_ctx)]]
-    for key in ("family", "d_model", "n_layers", "n_ctx", "vocab_size", "heads"):
-        args += [f"--model.{key}", str(getattr(cfg, key))]
+    for key in ("family", "d_model", "n_layers", "n_ctx", "vocab_size", "heads", *shape_options(proto, r.label)):
+        value = getattr(cfg, key)
+        args += [f"--model.{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     for key, value in p.train.items():
         args += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     return args
