@@ -42,10 +42,12 @@ for run in mixer-full mixer-linear mixer-linear-min mixer-nearlinear-min llama-f
 done
 mv "$OUT/samples.txt.tmp" "$OUT/samples.txt"
 
-# 4. Input-representation accuracy, untrained vs trained, mixer vs Llama, every depth.
+# 4. Input-representation accuracy, untrained vs trained, mixer vs Llama, after block 1 and all 4: the
+# published 500-step schedule, then on at lr/10 until the L1 converged (or 1000 steps); rows are marked.
 $PY -m eval representation --untrained --config "$SWEEP/mixer-full/config.toml" \
     --config "$SWEEP/llama-full/config.toml" --run "$SWEEP/mixer-full" --run "$SWEEP/llama-full" \
-    --data "$DATA" --samples 8 --steps 500 --out "$OUT/representation"
+    --data "$DATA" --samples 4 --depths 1,4 --steps 500 --until-converged --max-steps 1000 \
+    --out "$OUT/representation"
 # ... and with the start and step size scaled to each model's embedding std (not the published protocol)
 $PY -m eval representation --untrained --config "$SWEEP/mixer-full/config.toml" \
     --config "$SWEEP/llama-full/config.toml" --run "$SWEEP/mixer-full" --run "$SWEEP/llama-full" \
