@@ -119,8 +119,8 @@ def test_config_refuses_what_does_not_combine():
 
 @pytest.mark.parametrize("overrides", [dict(mixing="toeplitz"), dict(mixing="toeplitz", heads=2, kernel=2, expansion=1),
                                        dict(mixing="toeplitz", linear=True, final_norm=True), dict(),
-                                       dict(softmax=True, expansion=1, heads=2)],
-                         ids=["toeplitz", "toeplitz-all", "toeplitz-linear", "full", "full-softmax"])
+                                       dict(softmax=True, expansion=2, kernel=2, heads=2)],
+                         ids=["toeplitz", "toeplitz-all", "toeplitz-linear", "full", "full-softmax-all"])
 def test_decode_step_matches_the_forward(overrides, monkeypatch):
     torch.manual_seed(0)
     cfg = tiny(n_ctx=24, **overrides)

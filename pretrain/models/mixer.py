@@ -13,6 +13,12 @@ stage is a single matmul:
   kernel k       1 x k   (input = k copies of x shifted along the hidden axis)
   expansion e    e x 1, GELU, then 1 x e
   heads h        h groups, each mixing its own d/h features (Linear(d, d) in, Linear(d, d) out)
+
+`[model] mixing = "toeplitz"` makes every n x n block Toeplitz (`ToeplitzMatrix`: one weight per
+distance). `mixing_impl` picks how a stage computes (same parameters, same results to rounding):
+the dense masked GEMM, the blocked product over the lower tiles only, or (Toeplitz) an FFT
+convolution -- see pretrain/models/mixing_ops.py and, for "auto", mixing_rules.py. Generation can
+step one token at a time (`MaskedMixer.decode_step`): each stage reads one weight row.
 """
 from __future__ import annotations
 
@@ -143,7 +149,7 @@ class MaskedMatrix(nn.Module):
         w = self.weight[..., position, :position + 1]
         if self.softmax:
             g, ob, ib, s = w.shape
-            return torch.softmax(w.transpose(1, 2).reshape(g, ob, ib * s), -1).view(g, ob, ib, s)
+            return torch.softmax(w.reshape(g, ob, ib * s), -1).view(g, ob, ib, s)  # over blocks and columns
         return w
 
     def step(self, history: torch.Tensor) -> torch.Tensor:
@@ -203,7 +209,8 @@ class TokenMixing(nn.Module):
         if cfg.heads > 1:
             self.head_in = nn.Linear(cfg.d_model, cfg.d_model)
             self.head_out = nn.Linear(cfg.d_model, cfg.d_model)
-        stage = ToeplitzMatrix if cfg.mixing == "toeplitz" else MaskedMatrix
+        from pretrain.models.mixer_variants import stage_class  # lazy: that module builds on this one
+        stage = stage_class(cfg)  # MaskedMatrix, ToeplitzMatrix or a variant's matrix
         impl = cfg.mixing_impl
         if cfg.expansion > 0:
             self.expand = stage(cfg.n_ctx, cfg.heads, cfg.expansion, cfg.kernel, cfg.softmax, impl)
@@ -247,13 +254,14 @@ class MixerBlock(nn.Module):
     """Pre-norm `x + TokenMix(LN(x))`, `x + FFN(LN(x))`; `norm`/`residual`/`linear` remove parts.
     linear: no norms, no activations, and the FFN's up/down collapse into one d x d matrix."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, layer: int = 0):
         super().__init__()
+        from pretrain.models.mixer_variants import sequence_mixing  # lazy: that module builds on this one
         self.residual = cfg.residual
         use_norm = cfg.norm and not cfg.linear
         self.mix_norm = nn.LayerNorm(cfg.d_model) if use_norm else None
         self.ffn_norm = nn.LayerNorm(cfg.d_model) if use_norm else None
-        self.mixing = TokenMixing(cfg)
+        self.mixing = sequence_mixing(cfg, layer)  # TokenMixing unless a variant option says otherwise
         self.ffn = (nn.Linear(cfg.d_model, cfg.d_model) if cfg.linear
                     else GeluMLP(cfg.d_model, cfg.ffn_mult * cfg.d_model))
 
@@ -276,12 +284,13 @@ class MaskedMixer(CausalLM):
     def __init__(self, cfg):
         final = nn.LayerNorm(cfg.d_model) if cfg.final_norm and not cfg.linear else None
         super().__init__(cfg, final_norm=final)
-        self.blocks = nn.ModuleList(MixerBlock(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(MixerBlock(cfg, layer) for layer in range(cfg.n_layers))
 
     def decode_state(self) -> "StageHistory | None":
         """A fresh state for `decode_step`, or None where incremental decoding does not apply (a
         subclass that changes the forward: it must then be re-run on the window)."""
-        return StageHistory() if type(self) is MaskedMixer else None
+        hybrid = bool(self.cfg.attention_layers)  # attention layers have no incremental step here
+        return StageHistory() if type(self) is MaskedMixer and not hybrid else None
 
     @torch.no_grad()
     def decode_step(self, token: int, state: "StageHistory") -> torch.Tensor:
