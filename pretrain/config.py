@@ -42,6 +42,13 @@ class ModelConfig:
     # token-mixing structure and computation (pretrain/models/mixing_rules.py; docs/results/models.md)
     mixing: Literal["full", "toeplitz"] = "full"  # toeplitz: one weight per distance, n per block
     mixing_impl: Literal["auto", "dense", "blocked", "fft"] = "auto"  # auto: the fastest measured
+    # mixer variants of the improvement study (pretrain/models/mixer_variants.py, docs/results/improvement.md)
+    mixing_init: Literal["uniform", "running_mean"] = "uniform"  # running_mean: row i = 1/(i+1) on the past
+    row_sum_one: bool = False  # every masked row shifted to sum to one (signed entries; no softmax)
+    distance_decay: bool = False  # a learned per-distance factor (init 1) multiplies the mixing matrix
+    mixing_gate: bool = False  # mixing output * sigmoid(Linear(mixing input)), element-wise
+    attention_layers: tuple[int, ...] = ()  # these layers mix by causal RoPE attention instead (a hybrid)
+    attention_heads: int = 4  # heads of those attention layers
     # transformers
     dropout: float = 0.0
     rope_theta: float = 10000.0

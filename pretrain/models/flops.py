@@ -31,10 +31,7 @@ def forward_flops_breakdown(model_cfg, n_ctx: int | None = None, useful: bool = 
     families: "projections", "ffn"), and "lm_head"."""
     cfg = _model_cfg(model_cfg)
     cost = get_family(cfg.family).cost
-    layer = cost.layer_flops(cfg, n_ctx or cfg.n_ctx)
-    if useful:
-        layer["sequence"] = cost.useful_sequence_flops(cfg, n_ctx or cfg.n_ctx)
-    out = {part: cfg.n_layers * flops for part, flops in layer.items()}
+    out = cost.stack_flops(cfg, n_ctx or cfg.n_ctx, useful)
     if getattr(cfg, "bidirectional", False):  # every layer runs two streams (pretrain/models/bidirectional.py)
         out = {part: 2 * flops for part, flops in out.items()}
     return {**out, "lm_head": cost.lm_head_flops(cfg)}
@@ -56,7 +53,7 @@ def param_counts(model_cfg) -> dict:
     cfg = _model_cfg(model_cfg)
     cost = get_family(cfg.family).cost
     embedding = cost.embedding_params(cfg)
-    non_embedding = cfg.n_layers * cost.block_params(cfg) + cost.final_params(cfg)
+    non_embedding = cost.stack_params(cfg) + cost.final_params(cfg)
     return {"total": non_embedding + embedding, "non_embedding": non_embedding, "embedding": embedding}
 
 
@@ -66,7 +63,7 @@ def activation_values_per_sequence(model_cfg, n_ctx: int | None = None) -> float
     cfg = _model_cfg(model_cfg)
     cost = get_family(cfg.family).cost
     t = n_ctx or cfg.n_ctx
-    return cfg.n_layers * cost.layer_activation_values(cfg, t) + cost.head_activation_values(cfg, t)
+    return cost.stack_activation_values(cfg, t) + cost.head_activation_values(cfg, t)
 
 
 def memory_estimate(model_cfg, n_ctx: int | None = None, batch: int = 1,

@@ -5,6 +5,7 @@ One method per term, so a new mixing option (an implementation, a structured mat
 terms it affects and nothing else."""
 from __future__ import annotations
 
+from pretrain.models import mixer_variant_rules as variants
 from pretrain.models import mixing_rules
 from pretrain.models.registry import CostModel, Family
 
@@ -23,7 +24,8 @@ class MixerCost(CostModel):
         return 0.5 * (2 * e * t * d * (k + 1) if e > 0 else 2 * k * t * d)
 
     def projection_flops(self, cfg) -> float:
-        return 4 * cfg.d_model * cfg.d_model if cfg.heads > 1 else 0  # head_in, head_out
+        heads = 4 * cfg.d_model * cfg.d_model if cfg.heads > 1 else 0  # head_in, head_out
+        return heads + variants.gate_flops(cfg)
 
     def ffn_flops(self, cfg) -> float:
         d = cfg.d_model
@@ -37,11 +39,11 @@ class MixerCost(CostModel):
     def mixing_params(self, cfg) -> int:
         """Per head: expand = e x k blocks of n x n plus e*n biases, contract = 1 x e blocks plus n;
         without expansion one 1 x k stack plus n biases. Toeplitz blocks hold n weights, not n^2."""
-        return mixing_rules.mixing_params(cfg)
+        return mixing_rules.mixing_params(cfg) + variants.decay_params(cfg)
 
     def projection_params(self, cfg) -> int:
         d = cfg.d_model
-        return 2 * (d * d + d) if cfg.heads > 1 else 0
+        return (2 * (d * d + d) if cfg.heads > 1 else 0) + variants.gate_params(cfg)
 
     def ffn_params(self, cfg) -> int:
         d, m = cfg.d_model, cfg.ffn_mult
@@ -50,9 +52,11 @@ class MixerCost(CostModel):
     def uses_norms(self, cfg) -> bool:
         return cfg.norm and not cfg.linear
 
+    def norm_params(self, cfg) -> int:
+        return 4 * cfg.d_model if self.uses_norms(cfg) else 0  # two LayerNorms, weight + bias
+
     def block_params(self, cfg) -> int:
-        norms = 4 * cfg.d_model if self.uses_norms(cfg) else 0  # two LayerNorms, weight + bias
-        return self.mixing_params(cfg) + self.projection_params(cfg) + self.ffn_params(cfg) + norms
+        return self.mixing_params(cfg) + self.projection_params(cfg) + self.ffn_params(cfg) + self.norm_params(cfg)
 
     def final_params(self, cfg) -> int:
         return 2 * cfg.d_model if cfg.final_norm and not cfg.linear else 0
@@ -73,7 +77,39 @@ class MixerCost(CostModel):
         if cfg.softmax:  # masked_fill keeps one bool T x T mask per masked-matrix module
             matrices += 0.25 * (2 if e > 0 else 1)
         fft = mixing_rules.fft_activation_values_delta(cfg, t)  # 0 unless Toeplitz mixing runs by FFT
-        return per_td * t * d + matrices * t * t + (4 * t if norm else 0) + fft
+        extra = variants.variant_activation_values(cfg, t)  # 0 without gate / decay
+        return per_td * t * d + matrices * t * t + (4 * t if norm else 0) + fft + extra
+
+    def ffn_and_norm_activation_values(self, cfg, t: int) -> float:
+        """The part of a block's saved values outside its sequence mixing (FFN, LayerNorms)."""
+        norm = self.uses_norms(cfg)
+        per_td = (1 if cfg.linear else 1 + 2 * cfg.ffn_mult) + (2 if norm else 0)
+        return per_td * t * cfg.d_model + (4 * t if norm else 0)
+
+    # --- the stack: a hybrid's attention layers replace the mixing of some blocks ----------------
+    def stack_flops(self, cfg, t: int, useful: bool = False) -> dict[str, float]:
+        out = super().stack_flops(cfg, t, useful)
+        n_attention = len(cfg.attention_layers)
+        if not n_attention:
+            return out
+        mixer_layer, attention = self.layer_flops(cfg, t), variants.attention_layer_flops(cfg, t)
+        if useful:
+            mixer_layer["sequence"] = self.useful_sequence_flops(cfg, t)
+            attention["sequence"] *= 0.5
+        n_mixer = cfg.n_layers - n_attention
+        return {"sequence": n_mixer * mixer_layer["sequence"] + n_attention * attention["sequence"],
+                "projections": n_mixer * mixer_layer["projections"] + n_attention * attention["projections"],
+                "ffn": cfg.n_layers * mixer_layer["ffn"]}
+
+    def stack_params(self, cfg) -> int:
+        n_attention = len(cfg.attention_layers)
+        attention = variants.attention_layer_params(cfg) + self.ffn_params(cfg) + self.norm_params(cfg)
+        return (cfg.n_layers - n_attention) * self.block_params(cfg) + n_attention * attention
+
+    def stack_activation_values(self, cfg, t: int) -> float:
+        n_attention = len(cfg.attention_layers)
+        attention = variants.attention_activation_values(cfg, t) + self.ffn_and_norm_activation_values(cfg, t)
+        return (cfg.n_layers - n_attention) * self.layer_activation_values(cfg, t) + n_attention * attention
 
     def head_activation_values(self, cfg, t: int) -> float:
         head = super().head_activation_values(cfg, t)
@@ -83,8 +119,8 @@ class MixerCost(CostModel):
 MIXER = Family(
     name="mixer", model="pretrain.models.mixer:MaskedMixer", cost=MixerCost(),
     options=frozenset({"expansion", "kernel", "softmax", "norm", "residual", "linear", "final_norm", "mixing",
-                       "mixing_impl"}),
-    check=mixing_rules.check_mixing,
+                       "mixing_impl"}) | variants.VARIANT_OPTIONS,
+    check=variants.check,
     refusals={"dropout": "the mixer has no dropout", "rope_theta": "the mixer has no positional encoding"},
     planner_heads=(1,),  # the paper's flat mixer
     description="masked mixer (arXiv 2409.01482): learned causal n_ctx x n_ctx token mixing")

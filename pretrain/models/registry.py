@@ -66,6 +66,21 @@ class CostModel(abc.ABC):
     def layer_activation_values(self, cfg, t: int) -> float:
         """Values one block saves for backward per sequence of length t (fp32 eager autograd)."""
 
+    # The whole stack of blocks: n_layers identical blocks. A family whose blocks differ (the mixer's
+    # attention hybrid) overrides these three instead of averaging a block (which would not be exact).
+    def stack_flops(self, cfg, t: int, useful: bool = False) -> dict[str, float]:
+        """Forward FLOPs per token of all blocks by part (`useful`: the causal half of "sequence")."""
+        layer = self.layer_flops(cfg, t)
+        if useful:
+            layer["sequence"] = self.useful_sequence_flops(cfg, t)
+        return {part: cfg.n_layers * flops for part, flops in layer.items()}
+
+    def stack_params(self, cfg) -> int:
+        return cfg.n_layers * self.block_params(cfg)
+
+    def stack_activation_values(self, cfg, t: int) -> float:
+        return cfg.n_layers * self.layer_activation_values(cfg, t)
+
     def lm_head_flops(self, cfg) -> float:
         return 2 * cfg.d_model * cfg.vocab_size
 
