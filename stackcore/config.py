@@ -64,7 +64,8 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
         (item_t, *_) = typing.get_args(typ) or (Any,)
-        return [_coerce(v, item_t, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [_coerce(v, item_t, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items  # a tuple field (immutable default) stays a tuple
     if origin is dict or typ is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {value!r}")

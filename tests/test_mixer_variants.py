@@ -147,14 +147,17 @@ def test_config_refuses_what_cannot_work(overrides, match):
 
 
 def test_a_toml_list_of_attention_layers_loads_and_trains_a_step(tmp_path):
-    from stackcore.config import load_config
+    from stackcore.config import dump_toml, load_config
     from pretrain.config import RunConfig
 
     path = tmp_path / "hybrid.toml"
     path.write_text('[model]\nfamily = "mixer"\nd_model = 32\nn_layers = 2\nn_ctx = 16\nvocab_size = 97\n'
                     'attention_layers = [1]\nattention_heads = 2\nmixing_gate = true\n')
     cfg = load_config(RunConfig, path, ["--model.distance_decay", "true"]).model
-    assert list(cfg.attention_layers) == [1] and cfg.distance_decay
+    assert cfg.attention_layers == (1,) and cfg.distance_decay
+    again = tmp_path / "resolved.toml"  # what a run directory keeps: it must load back equal
+    again.write_text(dump_toml(load_config(RunConfig, path)))
+    assert load_config(RunConfig, again).model.attention_layers == (1,)
     model = build_model(cfg)
     ids = torch.randint(0, 97, (2, 16))
     loss = model(ids, labels=ids).loss
