@@ -55,3 +55,43 @@ def test_subset_runs_go_lr_major_and_refuse_unknown_labels_and_lrs(tmp_path):
     with pytest.raises(ConfigError, match="0.003 is not in protocol.lrs"):
         S.subset_runs(proto, ["llama"], [3e-3])
     assert S.main(["--config", str(SCREEN), "--labels", "llama", "--lrs", "x"]) == 2
+
+
+def synthetic_screen(path: Path) -> None:
+    """improve-screen rows with known answers: the Llama; mixer-gate needing 0.5x its FLOPs (ahead,
+    multiplier 2), mixer-decay 2x (behind, 0.5); 3 LRs each, the middle best, seed 0."""
+    from eval_synthetic import power_law
+    import numpy as np
+
+    rows = []
+    for label, family, k in (("llama", "llama", 1.0), ("mixer-gate", "mixer", 0.5), ("mixer-decay", "mixer", 2.0)):
+        for lr, offset in ((2e-3, 0.2), (4e-3, 0.0), (8e-3, 0.3)):
+            for step, c in enumerate(np.geomspace(1e9, 1e12, 30), 1):
+                rows.append({"protocol": "improve-screen", "stage": "lr", "label": label, "family": family,
+                             "n_ctx": 512, "lr": lr, "seed": 0, "d_model": 64, "n_layers": 2, "heads": 1,
+                             "params": 1000, "flops_per_token": 1e6, "useful_flops_per_token": 1e6, "step": step,
+                             "tokens": int(c / 1e6), "flops": c, "flops_useful": c, "wall_s": float(step),
+                             "train_loss": 0.0, "val_loss": float(power_law(c, k) + offset), "val_bpb": "",
+                             "budget_flops": 1e12, "hardware": "synthetic", "run": f"{label}-lr{lr:g}"})
+    P.write_csv(rows, path)
+
+
+def test_the_variant_table_is_recomputed_between_its_markers_from_the_csv(tmp_path):
+    from eval import improvement_report as I
+
+    data, doc = tmp_path / "screen.csv", tmp_path / "improvement.md"
+    synthetic_screen(data)
+    doc.write_text(f"# hand-written\n\n{I.BEGIN}\nold table\n{I.END}\n\nDiscussion stays.\n")
+    I.report(SCREEN, data, doc)
+    text = doc.read_text()
+    assert text.startswith("# hand-written") and text.endswith("Discussion stays.\n") and "old table" not in text
+    rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| 512 |")}
+    assert len(rows) == len(P.load_protocol(SCREEN).shapes)  # every shape, run or not
+    assert "| 0.004 | 1 |" in rows["mixer-gate"] and "2.00x" in rows["mixer-gate"]
+    assert "0.50x" in rows["mixer-decay"] and "reference" in rows["llama"] and "not run" in rows["mixer-rows"]
+    assert "Best two variants at n_ctx 512 by final loss: mixer-gate, mixer-decay." in text
+    first = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    I.report(SCREEN, data, doc)  # deterministic: the doc and the plot are byte-identical
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == first
+    doc.write_text("no markers\n")
+    assert I.main(["--config", str(SCREEN), "--data", str(data), "--doc", str(doc)]) == 2
