@@ -163,3 +163,15 @@ def test_a_toml_list_of_attention_layers_loads_and_trains_a_step(tmp_path):
     loss = model(ids, labels=ids).loss
     loss.backward()
     assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
+
+
+def test_blocked_product_runs_the_same_variant_matrix_as_the_dense_one():
+    torch.manual_seed(0)
+    dense = VariantMatrix(n_ctx=64, groups=2, in_blocks=2, impl="dense", row_sum_one=True, decay=True)
+    with torch.no_grad():
+        dense.decay.uniform_(0.5, 1.5)
+    blocked = VariantMatrix(n_ctx=64, groups=2, in_blocks=2, impl="blocked", row_sum_one=True, decay=True)
+    blocked.load_state_dict(dense.state_dict())
+    x = torch.randn(3, 2, 2 * 64, 5)
+    assert blocked.running_impl(64) == "blocked"
+    assert torch.allclose(blocked(x), dense(x), rtol=1e-5, atol=1e-5)
