@@ -91,6 +91,8 @@ def test_system_configs_load_and_count_their_flops(name):
     (["--objective.name", "autoencoder", "--model.bidirectional", "true"], "set model.bidirectional = false"),
     (["--objective.name", "autoencoder", "--objective.encoder_layer", "2"], "encoder_layers"),
     (["--model.bidirectional", "true", "--model.softmax", "true"], "set model.softmax = false"),
+    (["--model.bidirectional", "true", "--model.mixing", "toeplitz"], "bidirectional = true"),
+    (["--model.bidirectional", "true", "--model.row_sum_one", "true"], "bidirectional = true"),
 ])
 def test_configs_a_system_cannot_train_fail_at_start(extra, message, tmp_path_factory, tmp_path, capsys):
     args = run_args(prepped_corpus(tmp_path_factory), tmp_path, "bad", *extra)

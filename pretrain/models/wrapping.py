@@ -26,10 +26,25 @@ def family_model(model_cfg, purpose: str, **fields):
     return model
 
 
+# Mixer options whose mixing assumes the causal (lower-triangular) layout: the reverse stream's
+# triu(diagonal=2) re-mask would break them (an empty row to normalise, a per-distance weight, an
+# attention layer with no mask to swap), so a bidirectional mixer refuses them by name.
+CAUSAL_ONLY_MIXER_OPTIONS = ("softmax", "mixing", "mixing_init", "row_sum_one", "distance_decay", "mixing_gate",
+                             "attention_layers")
+
+
 def check_bidirectional(model_cfg) -> None:
     """Refuses, at config load (torch-free), a bidirectional config the two-stream form cannot build."""
-    if not getattr(model_cfg, "bidirectional", False):
+    if not getattr(model_cfg, "bidirectional", False) or model_cfg.family != "mixer":
         return
-    if model_cfg.family == "mixer" and getattr(model_cfg, "softmax", False):
-        raise ConfigError("model.bidirectional = true with model.softmax = true: the reverse stream's last two "
-                          "rows have no entry to normalise over; set model.softmax = false")
+    defaults = {f.name: f.default for f in dataclasses.fields(type(model_cfg))}
+    for key in CAUSAL_ONLY_MIXER_OPTIONS:
+        if key in defaults and getattr(model_cfg, key) != defaults[key]:
+            raise ConfigError(f"model.bidirectional = true with model.{key} = {_toml(getattr(model_cfg, key))}: "
+                              "the reverse stream re-masks the mixing matrices (triu, diagonal 2), which that "
+                              f"option's mixing cannot take; set model.{key} = {_toml(defaults[key])} or "
+                              "model.bidirectional = false")
+
+
+def _toml(value) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else repr(value)
