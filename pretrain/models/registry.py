@@ -122,6 +122,8 @@ class Family:
         defaults = {f.name: f.default for f in dataclasses.fields(type(cfg))}
         for option in sorted(declared_options() - self.options):
             value = getattr(cfg, option, defaults.get(option))
+            if isinstance(value, list):  # a tuple option read back from TOML (an export's config) is a list
+                value = tuple(value)
             if option in defaults and value != defaults[option]:
                 users = [n for n in family_names() if option in get_family(n).options]
                 why = self.refusals.get(option, f"it is an option of {', '.join(users)}")
