@@ -9,6 +9,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from pretrain.callbacks import Callback
 from pretrain.config import RunConfig
 from pretrain.train import EXIT_BAD_INPUT, run
@@ -45,7 +47,8 @@ def test_wall_s_is_the_summed_step_time_on_every_row(tmp_path_factory, tmp_path,
     corpus = prepped_corpus(tmp_path_factory)
     cfg = load_cli(RunConfig, run_args(corpus, tmp_path, "clock", "--train.steps", "10", "--log.every", "5",
                                        "--log.eval_every", "8", "--log.stats_every", "0", "--checkpoint.every", "4",
-                                       "--train.debug_step_sleep_s", str(STEP_S), "--log.quiet", "true"))
+                                       "--train.debug_step_sleep_s", str(STEP_S), "--log.quiet", "true",
+                                       "--log.peak_flops", "1e9"))
     clock = FakeClock()
     assert run(cfg, clock=clock, sleep=clock.sleep, extra_callbacks=[SlowAroundSteps(clock)])["state"] == "completed"
     rows = read_metrics(tmp_path / "clock")
@@ -57,6 +60,9 @@ def test_wall_s_is_the_summed_step_time_on_every_row(tmp_path_factory, tmp_path,
         assert row["tokens"] == row["step"] * tokens_per_step
     assert rows[0]["tokens_per_s"] == tokens_per_step / STEP_S  # 5 steps in 5 x 0.25 s
     assert rows[2]["tokens_per_s"] == tokens_per_step / STEP_S  # after an evaluation and two saves
+    flops_per_token = rows[0]["flops"] / rows[0]["tokens"]
+    assert rows[0]["mfu"] == pytest.approx(flops_per_token * rows[0]["tokens_per_s"] / 1e9, rel=1e-12)
+    assert rows[0]["mfu_flops"] == "executed"  # the row says which FLOP count MFU divides
     assert "val_loss" in rows[1] and "train_loss" not in rows[1]
     assert capsys.readouterr().out == ""  # log.quiet
 

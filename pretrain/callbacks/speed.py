@@ -1,4 +1,5 @@
 """Throughput: tokens/s and MFU over the training time since the previous log row, peak memory.
+MFU uses the executed FLOP count of the model's implementation (rows say so: `mfu_flops`).
 
 Training time is `loop.state["wall_s"]`, which the loop accumulates around each step only, so validation
 and checkpoint saves neither lower tokens/s nor count as training time on the `wall_s` axis."""
@@ -27,4 +28,9 @@ class Speed(Callback):
         tps = tokens / max(wall, 1e-9)
         flops_per_token = loop.flops_per_step / loop.tokens_per_step
         mfu = flops_per_token * tps / (self.peak * loop.world.size) if self.peak else None
-        loop.ensure_row().update(tokens_per_s=tps, mfu=mfu, peak_mem_mb=peak_memory_mb(loop.world.device))
+        row = loop.ensure_row()
+        row.update(tokens_per_s=tps, mfu=mfu, peak_mem_mb=peak_memory_mb(loop.world.device))
+        if mfu is not None:
+            # which FLOP count MFU divides: what the model's impl executes (a blocked or FFT mixer skips the
+            # masked half; attention is charged dense), see pretrain/models/flops.py
+            row["mfu_flops"] = "executed"
