@@ -140,21 +140,34 @@ def _split_lines(pieces: list[bytes], data: bytes) -> Iterator[bytes]:
     pieces[:] = [lines[-1]]
 
 
-def zstd_chunks(path: str, chunk_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
-    """Decompressed data of a (multi-frame) .zst file, streamed. A truncated last frame raises ZstdError
-    instead of ending quietly (zstandard's stream_reader just stops, which would drop documents silently)."""
-    with open(path, "rb") as fh:
-        decoder, fed = zstandard.ZstdDecompressor().decompressobj(), False
-        while chunk := fh.read(chunk_bytes):
-            while chunk:
-                data, chunk, fed = decoder.decompress(chunk), b"", True
-                if data:
-                    yield data
-                if decoder.eof:  # a frame ended; the next one (if any) starts in unused_data
-                    chunk = decoder.unused_data
-                    decoder, fed = zstandard.ZstdDecompressor().decompressobj(), False
-        if fed and not decoder.eof:
-            raise zstandard.ZstdError("truncated file: the last zstd frame is incomplete")
+def zstd_chunks(path: str, chunk_bytes: int = BLOCK_BYTES, read_bytes: int = 1 << 16) -> Iterator[bytes]:
+    """Decompressed data of a (multi-frame) .zst file, streamed in pieces of about `chunk_bytes`: the input
+    is fed `read_bytes` at a time, so a piece stays near `chunk_bytes` however well the file compresses
+    (memory stays flat). A truncated last frame raises ZstdError instead of ending quietly (zstandard's
+    stream_reader just stops, which would drop documents silently); what came before it is yielded first."""
+    pending, size = [], 0
+    try:
+        with open(path, "rb") as fh:
+            decoder, fed = zstandard.ZstdDecompressor().decompressobj(), False
+            while chunk := fh.read(read_bytes):
+                while chunk:
+                    data, chunk, fed = decoder.decompress(chunk), b"", True
+                    pending.append(data)
+                    size += len(data)
+                    if decoder.eof:  # a frame ended; the next one (if any) starts in unused_data
+                        chunk = decoder.unused_data
+                        decoder, fed = zstandard.ZstdDecompressor().decompressobj(), False
+                if size >= chunk_bytes:
+                    yield b"".join(pending)
+                    pending, size = [], 0
+            if fed and not decoder.eof:
+                raise zstandard.ZstdError("truncated file: the last zstd frame is incomplete")
+    except zstandard.ZstdError:
+        if size:
+            yield b"".join(pending)
+        raise
+    if size:
+        yield b"".join(pending)
 
 
 def zstd_lines(path: str, chunk_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:

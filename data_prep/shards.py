@@ -100,7 +100,9 @@ class SplitWriter:
         if self._docs and isinstance(self._docs[0], list):
             tokens = np.fromiter(itertools.chain.from_iterable(self._docs), dtype=self.dtype, count=self._pending)
             return tokens, np.array(self._lengths, dtype="<u4")
-        return np.concatenate(self._docs).astype(self.dtype), np.concatenate(self._lengths).astype("<u4")
+        # one pass: ids fit the dtype (uint16 only for vocabularies of <= 65,536), so the cast is exact
+        return (np.concatenate(self._docs, dtype=self.dtype, casting="unsafe"),
+                np.concatenate(self._lengths, dtype="<u4", casting="unsafe"))
 
     def _open_shard(self) -> None:
         fd, self._tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{self.split}-{self.task:05d}-", suffix=".tmp")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import glob
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -215,15 +216,26 @@ def val_mask(utf8s: list[bytes], val_fraction: float) -> list[bool] | None:
 
 def _write_block(writers: dict[str, SplitWriter], tokens: np.ndarray, lengths: np.ndarray,
                  utf8s: list[bytes], mask: list[bool] | None) -> None:
-    """A tokenized block to the train and val writers, documents in their order within each split."""
+    """A tokenized block to the train and val writers, documents in their order within each split: each
+    run of consecutive documents of one split goes as a slice (no copy, no per-token mask; val is rare)."""
     if mask is None:
         writers["train"].add_block(tokens, lengths, sum(map(len, utf8s)))
         return
-    is_val = np.array(mask)
-    token_is_val = np.repeat(is_val, lengths)
-    sizes = np.fromiter(map(len, utf8s), dtype=np.int64, count=len(utf8s))
-    for split, docs, toks in (("train", ~is_val, ~token_is_val), ("val", is_val, token_is_val)):
-        writers[split].add_block(tokens[toks], lengths[docs], int(sizes[docs].sum()))
+    starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    sizes = list(map(len, utf8s))
+
+    def add(split: str, first: int, end: int) -> None:
+        writers[split].add_block(tokens[starts[first]:starts[end]], lengths[first:end], sum(sizes[first:end]))
+
+    done = 0
+    for index in itertools.compress(range(len(mask)), mask):
+        if index > done:
+            add("train", done, index)
+        add("val", index, index + 1)
+        done = index + 1
+    if done < len(mask):
+        add("train", done, len(mask))
 
 
 def _leftover_task(name: str) -> int | None:
