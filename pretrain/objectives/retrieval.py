@@ -70,6 +70,17 @@ def embedder_model_table(source: str | Path) -> dict[str, Any]:
     return rundir.read_config(run_dir).get("model", {})
 
 
+def model_differences(table: dict[str, Any], model_cfg) -> dict[str, tuple]:
+    """{key: (embedder's, this run's)} for the [model] keys that differ, both read through the same typed
+    config (so a TOML list and a tuple default compare equal)."""
+    from dataclasses import fields
+
+    from stackcore.config import from_dict
+    theirs = from_dict(type(model_cfg), table)
+    return {f.name: (getattr(theirs, f.name), getattr(model_cfg, f.name)) for f in fields(model_cfg)
+            if getattr(theirs, f.name) != getattr(model_cfg, f.name)}
+
+
 @register
 class Retrieval(Objective):
     name = "retrieval"
@@ -87,8 +98,7 @@ class Retrieval(Objective):
         if o.pooling not in POOLINGS:
             raise ConfigError(f"objective.pooling must be one of {list(POOLINGS)}, got {o.pooling!r}")
         text_caps(self.cfg.model.n_ctx, o.passage_tokens)
-        differs = {k: (v, getattr(self.cfg.model, k, None)) for k, v in embedder_model_table(o.embedder).items()
-                   if getattr(self.cfg.model, k, v) != v}
+        differs = model_differences(embedder_model_table(o.embedder), self.cfg.model)
         if differs:
             raise ConfigError(f"[model] differs from the embedder's (embedder, this run): {differs}; start from "
                               f"its config (--config {o.embedder}/config.toml)")
