@@ -251,11 +251,11 @@ CAVEATS = ("Caveats: one seed per cell; 2-layer d64 models pretrained on well un
            "The random row is one draw (seed 0): over 20 seeds its mean is chance within 0.2 points, its spread "
            "1.6 / 0.8 / 0.4 points at n = 8 / 32 / 128. These tables measure the pipeline and the ranking at this "
            "scale, not the paper's claim at its scale.\n")
-LAST_NOTE = ("Position -2 (the paper's pooling) collapses at this scale: the last text token is nearly always the "
-             "sentence's full stop, and a 2-layer d64 model's state there is mostly that token's embedding, so every "
-             "text gets almost the same vector (cosines near 1: the InfoNCE loss at temperature 0.02 starts far above "
-             "ln 31 and settles at it). Mean pooling keeps the text's tokens, so the headline rows above use it. "
-             "Scored with position -2:\n")
+LAST_NOTE = ("Position -2 (the paper's pooling) carries almost nothing at this scale: a 2-layer d64 model's state "
+             "at one position is mostly that token's own embedding (for a query it is nearly always the full stop "
+             "that ends its first sentence), so the texts get nearly the same vector and fine-tuning with it ends at "
+             "chance (the InfoNCE loss ends at ln 31 for both families; the mixer's starts far above it). Mean "
+             "pooling keeps the text's tokens, so the headline rows above use it. Scored with position -2:\n")
 
 
 def report() -> str:
