@@ -4,12 +4,13 @@
     .venv/bin/python scripts/isoflop_results.py --report   # docs/results/isoflop.md + plot from the CSV only
 
 Sweep: TinyStories (the shared lower-case sample, a 2,048-token BPE, 5 % held out), n_ctx 128, 2,048
-tokens per step (batch 16), Llama (4 heads) at d 48/96/192 x 2 layers and d 48/96 x 4 layers; the
+tokens per step (batch 16), Llama (4 heads) at d 24/32/48/96/192 x 2 layers and d 48/96 x 4 layers; the
 masked mixer at the shape `eval.match.plan` pairs with each Llama shape (closest dense training
 FLOPs/token). Budgets 3e11 and 1e12 dense training FLOPs (on the shared 2-core machine a 1e12 run
 takes about 1.5 min). One LR per family, chosen by a 3-value mini-sweep (LR_SWEEP) of the middle shape
-(d96 x 2 and its mixer) at 1e12 FLOPs: the LR with the lowest final validation loss is used for every
-other run of that family. One seed. Finished runs
+(d96 x 2 and its mixer) at 1e12 FLOPs, extended by a factor 2 beyond an edge best (at most twice, as
+in eval.protocol): the LR with the lowest final validation loss is used for every other run of that
+family. One seed. Finished runs
 (status "completed") are reused, so an interrupted sweep continues where it stopped.
 
 The CSV rows follow `eval.protocol.CSV_FIELDS` (one row per validation point); `--report` runs
@@ -32,7 +33,7 @@ from eval.protocol import final_val_loss, write_csv  # noqa: E402
 from pretrain.config import ModelConfig  # noqa: E402
 from pretrain.models.flops import param_counts, training_flops_per_token  # noqa: E402
 from stackcore import rundir  # noqa: E402
-from stackcore.errors import run_cli  # noqa: E402
+from stackcore.errors import UserError, run_cli  # noqa: E402
 from stackcore.paths import shared_dir  # noqa: E402
 
 PROTOCOL = "isoflop-cpu"
@@ -42,9 +43,11 @@ CORPUS = "tinystories/train-lower.jsonl.zst"
 VOCAB, N_CTX, BATCH, VAL_TOKENS, EVALS = 2048, 128, 16, 8192, 6
 BUDGETS = (3e11, 1e12)
 LR_SWEEP_BUDGET = 1e12  # the larger budget: the LR that matters most for the final loss
-LLAMA_SHAPES = ((48, 2), (96, 2), (192, 2), (48, 4), (96, 4))  # (d_model, n_layers)
+# (d_model, n_layers); d24 and d32 were added after a first pass in which the smallest size won
+LLAMA_SHAPES = ((24, 2), (32, 2), (48, 2), (96, 2), (192, 2), (48, 4), (96, 4))
 MIDDLE = (96, 2)  # the shape whose LR mini-sweep picks each family's LR
 LR_SWEEP = (2e-3, 4e-3, 8e-3)
+MAX_EXTENSIONS = 2  # an edge best LR extends the mini-sweep by factor-2 steps, at most this often
 HARDWARE = "cpu: 2 cores shared with other jobs, torch fp32, one process, nice 10"
 
 
@@ -77,6 +80,24 @@ def train(cfg: ModelConfig, lr: float, budget: float, data: Path, out: Path) -> 
     return out / "runs" / name
 
 
+def lr_with_extensions(middle: ModelConfig, losses: dict[float, float], data: Path, out: Path,
+                       done: list[dict]) -> float:
+    """The mini-sweep (LR_SWEEP) of the middle shape; a best LR at an edge extends it by a factor 2
+    beyond that edge, up to MAX_EXTENSIONS times (the protocol's rule, eval.protocol). Returns the best."""
+    lrs = list(LR_SWEEP)
+    for _ in range(MAX_EXTENSIONS + 1):
+        for lr in lrs:
+            if lr not in losses:
+                run = train(middle, lr, LR_SWEEP_BUDGET, data, out)
+                losses[lr] = final_val_loss(run)
+                done.append({"stage": "lr", "cfg": middle, "lr": lr, "budget": LR_SWEEP_BUDGET, "dir": run})
+        best = min(lrs, key=lambda lr: losses[lr] if math.isfinite(losses[lr]) else math.inf)
+        if best not in (lrs[0], lrs[-1]) or len(lrs) == len(LR_SWEEP) + MAX_EXTENSIONS:
+            return best
+        lrs = lrs + [lrs[-1] * 2] if best == lrs[-1] else [lrs[0] / 2] + lrs
+    return best
+
+
 def sweep(out: Path) -> list[dict]:
     """Trains the mini-sweep, then the grid; returns the planned runs as (stage, cfg, lr, budget, dir)."""
     data = prep_corpus([str(shared_dir("data") / CORPUS)], out, VOCAB, val_fraction=0.05)
@@ -84,12 +105,8 @@ def sweep(out: Path) -> list[dict]:
     for family in ("llama", "mixer"):
         by_shape = shapes(family)
         middle = by_shape[MIDDLE]
-        losses = {}
-        for lr in LR_SWEEP:
-            run = train(middle, lr, LR_SWEEP_BUDGET, data, out)
-            losses[lr] = final_val_loss(run)
-            done.append({"stage": "lr", "cfg": middle, "lr": lr, "budget": LR_SWEEP_BUDGET, "dir": run})
-        best = min(LR_SWEEP, key=lambda lr: losses[lr] if math.isfinite(losses[lr]) else math.inf)
+        losses: dict[float, float] = {}
+        best = lr_with_extensions(middle, losses, data, out, done)
         print(f"{family}: LR mini-sweep at d{middle.d_model}x{middle.n_layers} {losses} -> {best:g}", flush=True)
         for budget in BUDGETS:
             for cfg in by_shape.values():
@@ -120,11 +137,41 @@ def csv_rows(done: list[dict]) -> list[dict]:
     return rows
 
 
+def lr_sweep_notes(rows: list[dict]) -> tuple[dict[str, float], str]:
+    """Each family's grid LR (the LR of its stage-"isoflop" runs) and the markdown of its mini-sweep."""
+    grid = {r["family"]: float(r["lr"]) for r in rows if r["stage"] == "isoflop"}
+    last: dict[str, dict] = {}  # run -> its final validation row
+    for r in rows:
+        if r["stage"] == "lr" and (r["run"] not in last or int(r["step"]) > int(last[r["run"]]["step"])):
+            last[r["run"]] = r
+    lines = [f"LR mini-sweep at the middle shape, {LR_SWEEP_BUDGET:.0e} FLOPs, final validation loss (an edge best "
+             f"extends the sweep by a factor 2, at most {MAX_EXTENSIONS} times):", "",
+             "| family | shape | LR: final loss | grid LR (every other run of the family) |", "|---|---|---|---|"]
+    for family in sorted(grid):
+        runs = [r for r in last.values() if r["family"] == family]
+        sweep = sorted((float(r["lr"]), float(r["val_loss"])) for r in runs)
+        best_lr = min(sweep, key=lambda t: t[1])[0]
+        where = ("inside the sweep" if sweep[0][0] < best_lr < sweep[-1][0] else
+                 "**at an edge of the extended sweep**: the family's best LR may lie beyond it")
+        verdict = where if best_lr == grid[family] else f"**not the sweep's best ({best_lr:g})**"
+        cells = ", ".join(f"{lr:g}: {loss:.4f}" for lr, loss in sweep)
+        lines.append(f"| {family} | d{runs[0]['d_model']}x{runs[0]['n_layers']} | {cells} | {grid[family]:g}, {verdict} |")
+    lines += ["", "Every fit below uses only the runs at their family's grid LR (one LR per family).", ""]
+    return grid, "\n".join(lines)
+
+
 def report() -> int:
-    from eval.isoflop import report_from_csv
-    text = report_from_csv([CSV], REPORT, params_kind="non_embedding", lr_policy="best",
-                           command="python scripts/isoflop_results.py --report")
-    print(text)
+    import csv
+    from eval.isoflop import csv_points, report_from_points
+    if not CSV.is_file():
+        raise UserError(f"{CSV.relative_to(ROOT)}: missing; run scripts/isoflop_results.py (the sweep) first")
+    with open(CSV, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    grid, notes = lr_sweep_notes(rows)
+    points = [p for p in csv_points(CSV, "non_embedding") if p["lr"] == grid.get(p["family"])]
+    header = ("<!-- generated by `python scripts/isoflop_results.py --report` from "
+              "docs/results/data/isoflop-cpu.csv; do not edit -->\n\n")
+    print(report_from_points(points, REPORT, "non_embedding", "best", header, notes))
     return 0
 
 
