@@ -90,8 +90,10 @@ class SplitWriter:
             first_doc, first_token = last + 1, end
 
     def _append(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
-        self._docs.append(tokens)
-        self._lengths.append(lengths)
+        # copies, not views: a view would keep its whole block alive until this sample closes (a rare
+        # split's writer would hold dozens of blocks: memory growing with the corpus)
+        self._docs.append(tokens.copy())
+        self._lengths.append(lengths.copy())
         self._pending += len(tokens)
 
     def _sample_arrays(self) -> tuple[np.ndarray, np.ndarray]:
