@@ -244,3 +244,13 @@ def test_txt_blocks_equal_the_per_line_rule(tmp_path, monkeypatch):
         monkeypatch.setattr(readers, "BLOCK_BYTES", rnd.choice([16, 64, 1 << 20]))
         assert outcome(readers.TxtReader, path, "skip", lambda r: [t for t, _ in r]) == \
             reference_txt_outcome(data, 100), (seed, data)
+
+
+def test_open_samples_hold_copies_not_views_of_blocks(tmp_path):
+    """A rare split's writer keeps a sample open across many blocks: views would pin every block it saw
+    (peak memory growing with the corpus, measured in bench_data_prep.py); it must hold copies."""
+    writer = SplitWriter(tmp_path, "val", 0, np.dtype("<u2"), 10_000, 100_000)
+    block = np.arange(1_000, dtype=np.uint32)
+    writer.add_block(block[10:20], np.array([4, 6], dtype=np.uint32), 40)
+    assert writer._docs and all(piece.base is None for piece in writer._docs + writer._lengths)
+    assert writer.close()[0]["tokens"] == 10
