@@ -4,7 +4,7 @@
     .venv/bin/python scripts/isoflop_results.py --report   # docs/results/isoflop.md + plot from the CSV only
 
 Sweep: TinyStories (the shared lower-case sample, a 2,048-token BPE, 5 % held out), n_ctx 128, 2,048
-tokens per step (batch 16), Llama (4 heads) at d 24/32/48/96/192 x 2 layers and d 48/96 x 4 layers; the
+tokens per step (batch 16), Llama (4 heads) at d 16/24/32/48/96/192 x 2 layers and d 48/96 x 4 layers; the
 masked mixer at the shape `eval.match.plan` pairs with each Llama shape (closest dense training
 FLOPs/token). Budgets 3e11 and 1e12 dense training FLOPs (on the shared 2-core machine a 1e12 run
 takes about 1.5 min). One LR per family, chosen by a 3-value mini-sweep (LR_SWEEP) of the middle shape
@@ -43,8 +43,8 @@ CORPUS = "tinystories/train-lower.jsonl.zst"
 VOCAB, N_CTX, BATCH, VAL_TOKENS, EVALS = 2048, 128, 16, 8192, 6
 BUDGETS = (3e11, 1e12)
 LR_SWEEP_BUDGET = 1e12  # the larger budget: the LR that matters most for the final loss
-# (d_model, n_layers); d24 and d32 were added after a first pass in which the smallest size won
-LLAMA_SHAPES = ((24, 2), (32, 2), (48, 2), (96, 2), (192, 2), (48, 4), (96, 4))
+# (d_model, n_layers); d16-d32 were added after first passes in which the smallest size won
+LLAMA_SHAPES = ((16, 2), (24, 2), (32, 2), (48, 2), (96, 2), (192, 2), (48, 4), (96, 4))
 MIDDLE = (96, 2)  # the shape whose LR mini-sweep picks each family's LR
 LR_SWEEP = (2e-3, 4e-3, 8e-3)
 MAX_EXTENSIONS = 2  # an edge best LR extends the mini-sweep by factor-2 steps, at most this often

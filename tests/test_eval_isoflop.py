@@ -229,3 +229,27 @@ def test_bad_csv_is_a_usage_error_naming_the_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.csv" in err and "missing columns" in err and "val_loss" in err
     assert isoflop.main([str(tmp_path / "absent.csv"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_isoflop_results_script_names_each_familys_grid_lr_and_flags_an_edge():
+    """scripts/isoflop_results.py --report: the LR mini-sweep table says which LR the grid used and
+    whether it lies inside the (extended) sweep; only grid-LR runs enter the fits."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "scripts" / "isoflop_results.py"
+    spec = importlib.util.spec_from_file_location("isoflop_results", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def row(family, stage, lr, loss, run, step=10):
+        return {"family": family, "stage": stage, "lr": str(lr), "val_loss": str(loss), "run": run,
+                "step": str(step), "d_model": "96", "n_layers": "2"}
+    rows = [row("llama", "lr", lr, loss, f"l{lr}") for lr, loss in ((2e-3, 4.6), (4e-3, 4.3), (8e-3, 4.7))]
+    rows += [row("llama", "lr", 4e-3, 9.0, "l0.004", step=5)]  # an earlier validation row: not the final one
+    rows += [row("mixer", "lr", lr, loss, f"m{lr}") for lr, loss in ((2e-3, 4.6), (4e-3, 4.4), (8e-3, 4.2))]
+    rows += [row("llama", "isoflop", 4e-3, 4.0, "lg"), row("mixer", "isoflop", 8e-3, 4.1, "mg")]
+    grid, notes = script.lr_sweep_notes(rows)
+    assert grid == {"llama": 4e-3, "mixer": 8e-3}
+    llama, mixer = (line for line in notes.splitlines() if line.startswith(("| llama", "| mixer")))
+    assert "0.004: 4.3000" in llama and "inside the sweep" in llama
+    assert "at an edge of the extended sweep" in mixer
