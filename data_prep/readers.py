@@ -307,25 +307,25 @@ _EOT_LINE = re.compile(rb"(?m)(^" + _WS + b"*" + re.escape(EOT_BYTES) + _WS + rb
 _BLANK_RUN = re.compile(rb"\n((?:" + _WS + rb"*\n)+|(?:" + _WS + rb"*\n)*" + _WS + rb"+\Z)")
 
 # One block cut at its separators: (bytes of the open document in it, their size in the file, the
-# documents that begin and end in it as (bytes, size), offset of the rest, line numbers of those documents
-# as a function of the block's first line).
-Cut = tuple[bytes, int, list[tuple[bytes, int]], int, Callable[[int], list[int]]]
+# documents that begin and end in it, what each one's size adds to its length (a newline taken by the
+# separator), offset of the rest, line numbers of those documents as a function of the block's first line).
+Cut = tuple[bytes, int, list[bytes], int, int, Callable[[int], list[int]]]
 
 
 def _cut_at_endoftext(data: bytes) -> Cut | None:
     parts = _EOT_LINE.split(data)
     if len(parts) == 1:
         return None
-    docs = [(part, len(part)) for part in parts[2:-1:2] if part]
-    return parts[0], len(parts[0]), docs, len(data) - len(parts[-1]), lambda line: _part_lines(parts, line, 0)
+    docs = [part for part in parts[2:-1:2] if part]
+    return parts[0], len(parts[0]), docs, 0, len(data) - len(parts[-1]), lambda line: _part_lines(parts, line, 0)
 
 
 def _cut_at_blank_lines(data: bytes) -> Cut | None:
     parts = _BLANK_RUN.split(b"\n" + data)
     if len(parts) == 1:
         return None
-    docs = [(part, len(part) + 1) for part in parts[2:-1:2]]  # + their last newline (in the run)
-    return parts[0][1:], len(parts[0]), docs, len(data) - len(parts[-1]), lambda line: _part_lines(parts, line, 1)
+    return (parts[0][1:], len(parts[0]), parts[2:-1:2], 1, len(data) - len(parts[-1]),
+            lambda line: _part_lines(parts, line, 1))
 
 
 def _part_lines(parts: list[bytes], line: int, run_newline: int) -> list[int]:
@@ -374,11 +374,10 @@ class TxtReader(_Reader):
                 self.extend(data, len(data))
                 line += data.count(b"\n")
                 continue
-            head, head_size, docs, rest, lines = cut
+            head, head_size, docs, extra, rest, lines = cut
             self.extend(head, head_size)
             first = line
-            yield self.decode([(*self.close_document(), self.start)] + [(d, n, None) for d, n in docs],
-                              lambda: lines(first))
+            yield self.decode_cut(self.close_document(), docs, extra, lambda: lines(first))
             self.start = line + data.count(b"\n", 0, rest)
             self.extend(data[rest:], len(data) - rest)
             line += data.count(b"\n")
@@ -396,6 +395,25 @@ class TxtReader(_Reader):
         doc = (None if self.pieces is None else b"".join(self.pieces), self.size)
         self.pieces, self.size = [], 0
         return doc
+
+    def decode_cut(self, first: tuple[bytes | None, int], docs: list[bytes], extra: int,
+                   lines: Callable[[], list[int]]) -> Block:
+        """The open document just closed (`first`: bytes, size) and the block's whole documents (their
+        sizes: length + `extra`): decoded and stripped in C-level passes when nothing is wrong, else
+        through `decode`, which names each problem."""
+        data, size = first
+        if data is not None and size <= self.max_doc_bytes and (
+                not docs or max(map(len, docs)) + extra <= self.max_doc_bytes):
+            try:
+                head = [data.decode("utf-8").strip()] if size else []
+                texts = head + list(map(str.strip, map(bytes.decode, docs)))
+            except UnicodeDecodeError:
+                pass
+            else:
+                self.stats.read += len(texts)
+                start = [self.start] if size else []
+                return self.check_block(texts, lambda i: (start + lines())[i])
+        return self.decode([(data, size, self.start)] + [(doc, len(doc) + extra, None) for doc in docs], lines)
 
     def decode(self, docs: list[tuple[bytes | None, int, int | None]], lines: Callable[[], list[int]]) -> Block:
         """Documents as (bytes or None if oversized, size, first line or None: then lines()[k] for the k-th
