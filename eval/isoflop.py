@@ -51,7 +51,12 @@ def fit_parabola(params: list[float], losses: list[float]) -> dict[str, Any]:
         return out
     u_opt = -b / (2 * a)
     out.update(params_opt=float(10 ** u_opt), loss_opt=float(np.polyval([a, b, c], u_opt)))
-    out["status"] = "ok" if u.min() <= u_opt <= u.max() else "edge (optimum outside the sampled sizes)"
+    lowest = u[int(np.argmin(y))]
+    if lowest in (u.min(), u.max()):  # a convex fit of monotonic losses can put its vertex inside anyway
+        side = "smallest" if lowest == u.min() else "largest"
+        out["status"] = f"edge (the {side} size has the lowest loss: the sweep does not bracket the optimum)"
+    else:
+        out["status"] = "ok" if u.min() <= u_opt <= u.max() else "edge (optimum outside the sampled sizes)"
     return out
 
 
@@ -123,8 +128,12 @@ def scaling_fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
                extrapolation={"kind": "extrapolation", "factor": EXTRAPOLATION_FACTOR, "budget": target,
                               "params_opt": float(10 ** (n_coef + n_exp * math.log10(target))),
                               "loss_opt": float(10 ** (l_coef + l_exp * math.log10(target)))})
-    if len(ok) == 2:
-        out["note"] = "2 budgets: the power laws pass through both optima exactly (no residual to judge them)"
+    notes = ["2 budgets: the power laws pass through both optima exactly (no residual to judge them)"] \
+        if len(ok) == 2 else []
+    if n_exp <= 0:
+        notes.append("N_opt does not grow with compute: not a credible scaling law")
+    if notes:
+        out["note"] = "; ".join(notes)
     return out
 
 

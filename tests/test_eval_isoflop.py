@@ -49,6 +49,11 @@ def test_edges_and_too_few_points_are_said():
     assert fit_parabola(list(n), list(u_curve(n, 1e8, 2.0)))["status"].startswith("edge")
     assert fit_parabola([1e5, 1e6], [3.0, 2.9])["status"].startswith("too few")
     assert "not U-shaped" in fit_parabola(list(n), list(-u_curve(n, 3e5, 2.0)))["status"]
+    # monotonic losses (a CPU sweep's mixer at 3e11 FLOPs) whose convex fit has its vertex inside the
+    # sizes anyway: the smallest size is the best one measured, so the optimum is not bracketed
+    sizes = [49984, 59344, 99712, 199424, 297472, 594944, 1086208]
+    mono = fit_parabola(sizes, [4.2676, 4.3131, 4.4545, 4.6419, 4.9133, 5.2455, 6.9574])
+    assert min(sizes) < mono["params_opt"] < max(sizes) and mono["status"].startswith("edge (the smallest size")
 
 
 def test_budgets_within_ten_percent_group_together():
@@ -253,3 +258,12 @@ def test_isoflop_results_script_names_each_familys_grid_lr_and_flags_an_edge():
     llama, mixer = (line for line in notes.splitlines() if line.startswith(("| llama", "| mixer")))
     assert "0.004: 4.3000" in llama and "inside the sweep" in llama
     assert "at an edge of the extended sweep" in mixer
+
+
+def test_an_optimum_that_shrinks_with_compute_is_flagged():
+    rows = [{"family": "mixer", "n_ctx": 128, "lr_group": "g", "budget": c,
+             "fit": {"status": "ok", "params_opt": n, "loss_opt": loss}}
+            for c, n, loss in ((3e11, 8.7e4, 4.27), (1e12, 6.9e4, 3.86))]
+    s = isoflop.scaling_fit(rows)
+    assert s["exponent"] < 0 and "not a credible scaling law" in s["note"]
+    assert s["extrapolation"]["kind"] == "extrapolation"
