@@ -15,6 +15,8 @@ provided that
   (2) no special token can match across a joint and hide a separator: every special token has the form
       `<|name|>` with no `<`, `|` or `>` inside the name (checked once per tokenizer).
 A block that fails (1), or a tokenizer that fails (2), is encoded per document with `encode_ordinary`.
+A block of long documents (mean >= LONG_DOCUMENT_CHARS) is encoded one `encode_to_numpy` call per document
+instead: the per-call cost no longer matters there, and joining would copy and widen the whole block.
 
 Why: per document, a Python call plus a Python int per token (the list) cost more than the BPE itself on
 short documents; `encode_to_numpy` hands back the ids as one uint32 buffer. One thread, like the baseline.
@@ -30,6 +32,9 @@ import tiktoken
 from data_prep.tokenizer import EOS_TEXT, eos_id
 
 _SPECIAL_FORM = re.compile(r"<\|[^<|>]*\|>")
+# Above this mean length a block is encoded one call per document: the per-call cost is then negligible,
+# while joining copies the whole block (and widens every document to the widest character's width).
+LONG_DOCUMENT_CHARS = 2000
 
 
 @functools.lru_cache(maxsize=8)
@@ -50,6 +55,8 @@ class BlockEncoder:
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         if not texts:
             return np.empty(0, np.uint32), np.empty(0, np.uint32)
+        if sum(map(len, texts)) >= LONG_DOCUMENT_CHARS * len(texts):
+            return self.per_long_document(texts)
         if self.joinable:
             joined = EOS_TEXT.join(texts) + EOS_TEXT
             tokens = self.enc.encode_to_numpy(joined, allowed_special=self.allowed, disallowed_special=())
@@ -57,6 +64,16 @@ class BlockEncoder:
             if len(ends) == len(texts):  # else a document holds the EOS text itself: condition (1) fails
                 return tokens, np.diff(ends, prepend=0).astype(np.uint32)
         return self.per_document(texts)
+
+    def per_long_document(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """One `encode_to_numpy` call per document with no special token allowed: tiktoken's `encode` with
+        an empty allowed set runs over the whole text exactly like `encode_ordinary`, and returns a
+        buffer instead of a list of Python ints."""
+        encode, none = self.enc.encode_to_numpy, frozenset()
+        arrays = [encode(text, allowed_special=none, disallowed_special=()) for text in texts]
+        eos = np.array([self.eos], dtype=np.uint32)
+        lengths = np.fromiter(map(len, arrays), dtype=np.uint32, count=len(arrays)) + 1
+        return np.concatenate([piece for array in arrays for piece in (array, eos)]), lengths
 
     def per_document(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The reference path: `encode_ordinary` per document, EOS appended."""

@@ -13,7 +13,7 @@ import webdataset as wds
 
 from data_prep import readers
 from data_prep.__main__ import main as prep_main
-from data_prep.block_encode import BlockEncoder, joinable
+from data_prep.block_encode import LONG_DOCUMENT_CHARS, BlockEncoder, joinable
 from data_prep.format import decode_sample, read_manifest, shard_paths, split_documents
 from data_prep.pool import run_tasks
 from data_prep.shards import SplitWriter
@@ -58,6 +58,12 @@ def test_block_encoder_equals_encode_ordinary(gpt2):
     tokens, lengths = encode(with_eos)
     assert tokens.tolist() == [i for t in with_eos for i in gpt2.encode_ordinary(t) + [eos]]
     assert len(lengths) == len(with_eos)
+    # long documents (one call each, nothing special allowed), the EOS text inside one of them
+    long = ["A long one <|endoftext|> with the EOS text. " * 60, "naïve café 😀 " * 300, "<|fim_prefix|>" * 200]
+    assert sum(map(len, long)) >= LONG_DOCUMENT_CHARS * len(long)
+    tokens, lengths = encode(long)
+    assert tokens.tolist() == [i for t in long for i in gpt2.encode_ordinary(t) + [eos]]
+    assert lengths.tolist() == [len(gpt2.encode_ordinary(t)) + 1 for t in long]
 
 
 def test_tokenizer_with_odd_special_tokens_is_encoded_per_document(gpt2):
