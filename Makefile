@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP_PKGS := torch==2.13.0 -e .[dev]
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench slurm-up slurm-down clean
+.PHONY: install test demo bench results slurm-up slurm-down clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: install
 
 bench: install
 	bash benchmarks/run_all.sh
+
+# Tables and figures of docs/results/ from the committed raw data alone (no training; deterministic).
+results: install
+	bash scripts/make_results.sh
 
 slurm-up:
 	bash slurm/local/start.sh

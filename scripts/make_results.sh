@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# `make results`: every table and figure under docs/results/ that comes from committed raw data
+# (docs/results/data/), recomputed without training. Deterministic: a second run leaves `git status` clean.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+export OMP_NUM_THREADS=1
+echo "== tuned comparison (issue 13): docs/results/protocol/"
+[ -f docs/results/data/protocol-cpu-ctx.csv ] && $PY -m eval.protocol_report docs/results/data/protocol-cpu-ctx.csv --out docs/results/protocol > /dev/null
+echo "== the paper's other systems (issue 11): docs/results/objectives.md"
+$PY scripts/objectives_results.py --report > /dev/null
+echo "== retrieval (issue 12): docs/results/retrieval.md"
+$PY scripts/retrieval_results.py --report > /dev/null
+echo "== improvement study (issue 15): docs/results/improvement.md"
+$PY -m eval.improvement_report --config configs/protocol/improve-screen.toml \
+    $( [ -f docs/results/data/improve-screen.csv ] && echo --data docs/results/data/improve-screen.csv ) \
+    --doc docs/results/improvement.md > /dev/null
+echo "done: git status shows what changed (nothing, when the data did not)"
