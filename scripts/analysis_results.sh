@@ -48,10 +48,15 @@ $PY -m eval representation --untrained --config "$SWEEP/mixer-full/config.toml" 
     --config "$SWEEP/llama-full/config.toml" --run "$SWEEP/mixer-full" --run "$SWEEP/llama-full" \
     --data "$DATA" --samples 4 --depths 1,4 --steps 500 --until-converged --max-steps 1000 \
     --out "$OUT/representation"
+# ... Llama again at a 5x smaller step size (does a converged h depend on the step size?)
+$PY -m eval representation --untrained --config "$SWEEP/llama-full/config.toml" --run "$SWEEP/llama-full" \
+    --data "$DATA" --samples 4 --depths 1,4 --steps 500 --lr 0.01 --until-converged --max-steps 2000 \
+    --out "$OUT/representation-lr0.01"
 # ... and with the start and step size scaled to each model's embedding std (not the published protocol)
 $PY -m eval representation --untrained --config "$SWEEP/mixer-full/config.toml" \
     --config "$SWEEP/llama-full/config.toml" --run "$SWEEP/mixer-full" --run "$SWEEP/llama-full" \
-    --data "$DATA" --samples 8 --steps 500 --scale-to-embedding --out "$OUT/representation-scaled"
+    --data "$DATA" --samples 4 --depths 1,4 --steps 500 --scale-to-embedding --until-converged --max-steps 1000 \
+    --out "$OUT/representation-scaled"
 # 5. Is h a property of the architecture or of the embedding scale? (untrained, rescaled embeddings)
 $PY scripts/analysis_embedding_scale.py --data "$DATA" > "$OUT/embedding_scale.md.tmp" && \
     mv "$OUT/embedding_scale.md.tmp" "$OUT/embedding_scale.md"
