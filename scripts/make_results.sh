@@ -7,6 +7,8 @@ PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=1
 echo "== tuned comparison (issue 13): docs/results/protocol/"
 [ -f docs/results/data/protocol-cpu-ctx.csv ] && $PY -m eval.protocol_report docs/results/data/protocol-cpu-ctx.csv --out docs/results/protocol > /dev/null
+echo "== IsoFLOP fits (issue 13): docs/results/isoflop.md"
+$PY scripts/isoflop_results.py --report > /dev/null
 echo "== the paper's other systems (issue 11): docs/results/objectives.md"
 $PY scripts/objectives_results.py --report > /dev/null
 echo "== retrieval (issue 12): docs/results/retrieval.md"
