@@ -1,6 +1,7 @@
 """`python -m eval.protocol_subset --config F --labels a,b --lrs 2e-3,4e-3`: trains only part of a
 protocol's LR stage (seed 0), with the protocol driver's own plan, arguments and data -- a reduced
-screen when the machine cannot afford the whole protocol. Runs go one LR at a time across all labels,
+screen when the machine cannot afford the whole protocol. `--stage seeds` (no --lrs) trains the
+labels' seed runs at their best LR instead (planned once their sweep finished inside its edges). Runs go one LR at a time across all labels,
 so a screen cut short still compares every shape at the LRs it reached. Resumable: finished runs are
 skipped. `python -m eval.protocol export --config F` then writes the CSV of the runs that finished;
 a table made from it is a screen, not the protocol (fewer LRs, one seed: say so beside it)."""
@@ -22,8 +23,9 @@ def _floats(text: str, what: str) -> list[float]:
         raise ConfigError(f"--{what} {text!r}: expected comma-separated numbers, e.g. 2e-3,4e-3") from None
 
 
-def subset_runs(proto, labels: list[str], lrs: list[float]) -> list:
-    """The planned LR-stage runs of `labels` at `lrs`, LR-major (every label at one LR, then the next)."""
+def subset_runs(proto, labels: list[str], lrs: list[float], stage: str = "lr") -> list:
+    """The planned `stage` runs of `labels` (LR stage: at `lrs`, LR-major -- every label at one LR,
+    then the next; seeds stage: every seed run planned so far, label by label)."""
     from eval.protocol import plan_runs
 
     known = [s.label for s in proto.shapes]
@@ -31,7 +33,9 @@ def subset_runs(proto, labels: list[str], lrs: list[float]) -> list:
     if unknown:
         raise ConfigError(f"--labels: {unknown[0]!r} is not a shape label of protocol "
                           f"{proto.protocol.name}; labels: {', '.join(known)}")
-    planned = [r for r in plan_runs(proto) if r.stage == "lr" and r.label in labels]
+    planned = [r for r in plan_runs(proto) if r.stage == stage and r.label in labels]
+    if stage == "seeds":
+        return sorted(planned, key=lambda r: (labels.index(r.label), r.seed))
     missing = [lr for lr in lrs if not any(r.lr == lr for r in planned)]
     if missing:
         raise ConfigError(f"--lrs: {missing[0]:g} is not in protocol.lrs {proto.protocol.lrs}")
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="a protocol TOML (configs/protocol/)")
     parser.add_argument("--labels", required=True, help="comma-separated shape labels, e.g. llama,mixer")
-    parser.add_argument("--lrs", required=True, help="comma-separated LRs out of protocol.lrs")
+    parser.add_argument("--lrs", default="", help="comma-separated LRs out of protocol.lrs (LR stage)")
+    parser.add_argument("--stage", choices=["lr", "seeds"], default="lr")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     args = parser.parse_args(argv)
 
@@ -74,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
         proto = load_protocol(args.config)
         labels = [label.strip() for label in args.labels.split(",") if label.strip()]
-        runs = subset_runs(proto, labels, _floats(args.lrs, "lrs"))
+        if args.stage == "lr" and not args.lrs:
+            raise ConfigError("--lrs is needed for the LR stage (e.g. --lrs 2e-3,4e-3)")
+        runs = subset_runs(proto, labels, _floats(args.lrs, "lrs"), args.stage)
         if args.dry_run:
             print("\n".join(r.name for r in runs))
             return 0

@@ -55,6 +55,8 @@ def test_subset_runs_go_lr_major_and_refuse_unknown_labels_and_lrs(tmp_path):
     with pytest.raises(ConfigError, match="0.003 is not in protocol.lrs"):
         S.subset_runs(proto, ["llama"], [3e-3])
     assert S.main(["--config", str(SCREEN), "--labels", "llama", "--lrs", "x"]) == 2
+    assert S.main(["--config", str(SCREEN), "--labels", "llama"]) == 2  # the LR stage needs --lrs
+    assert S.subset_runs(proto, ["llama"], [], "seeds") == []  # no seed run before its sweep finished
 
 
 def synthetic_screen(path: Path) -> None:
