@@ -70,15 +70,16 @@ def table(shapes: list[dict], best: dict, tuned: dict, protocol: str) -> str:
 
     lines = ["| n_ctx | variant | options | hypothesis | shape | params | FLOPs/token dense (useful) | LRs run "
              "| best LR | runs at best LR | val loss at budget, mean [min-max] | multiplier vs Llama, dense "
-             "| multiplier, useful |", "|" + "---|" * 13]
+             "| multiplier, useful | multiplier vs flat mixer, dense |", "|" + "---|" * 14]
     for s in shapes:
         key = (protocol, s["n_ctx"], s["label"])
         runs, ref = tuned.get(key, []), tuned.get((protocol, s["n_ctx"], REFERENCE), [])
+        flat = tuned.get((protocol, s["n_ctx"], BASELINE), [])
         options = ", ".join(f"{k}={v}" for k, v in sorted(s["options"].items())) or "-"
         head = (f"| {s['n_ctx']} | {s['label']} | {options} | {HYPOTHESES.get(s['label'], '')} | {s['shape']} "
                 f"| {s['params']:,} | {s['dense']:.3g} ({s['useful']:.3g}) |")
         if not runs:
-            lines.append(head + " - | not run | | | | |")
+            lines.append(head + " - | not run | | | | | |")
             continue
         b = best[key]
         edge = "" if b["where"] == "inside" else f" ({b['where']})"
@@ -88,8 +89,10 @@ def table(shapes: list[dict], best: dict, tuned: dict, protocol: str) -> str:
         else:
             m_dense = R.fmt_spread(R.multiplier(runs, ref, "x"), 2, "x")
             m_useful = R.fmt_spread(R.multiplier(runs, ref, "xu"), 2, "x")
+        m_flat = ("baseline" if s["label"] == BASELINE else "-" if s["label"] == REFERENCE or not flat
+                  else R.fmt_spread(R.multiplier(runs, flat, "x"), 2, "x"))
         lrs = ", ".join(f"{lr:g}" for lr in sorted(b["sweep"]))
-        lines.append(head + f" {lrs} | {b['lr']:g}{edge} | {len(runs)} | {loss} | {m_dense} | {m_useful} |")
+        lines.append(head + f" {lrs} | {b['lr']:g}{edge} | {len(runs)} | {loss} | {m_dense} | {m_useful} | {m_flat} |")
     return "\n".join(lines)
 
 
