@@ -34,7 +34,7 @@ from data_prep.readers import InputError, InputStats, JsonlReader, _Reader, inpu
 from data_prep.shards import SplitWriter
 from data_prep.tokenizer import eos_id
 from data_prep.tasks import PLAN_NAME, SPLITS, PrepError, _remove_leftovers, _tokenizer, expand_inputs, \
-    marker_path, plan_from_config, read_plan
+    marker_path, plan_from_config, read_plan, write_task_record
 from stackcore.config import ConfigError
 
 QUERY_RULES = ("first-sentence", "lead")
@@ -230,13 +230,7 @@ def run_pair_task(out_dir: str | Path, index: int, plan: dict, progress: Callabl
         for writer in writers.values():
             writer.abort()
         raise
-    splits = {split: {"documents": sum(s["documents"] for s in w.shards),
-                      "tokens": sum(s["tokens"] for s in w.shards), "utf8_bytes": w.utf8_bytes}
-              for split, w in writers.items()}
-    record = {"index": index, "unit": unit, "input": stats.to_dict(), "shards": shards, "splits": splits,
-              "elapsed_s": round(time.perf_counter() - started, 3)}
-    atomic_write_json(marker, record)
-    return record
+    return write_task_record(marker, index, unit, stats, writers, shards, started)
 
 
 def finalize_pairs(out_dir: str | Path) -> dict:

@@ -324,6 +324,12 @@ def run_task(out_dir: str | Path, index: int, progress: Callable[[int, int, int]
         raise
     if progress:
         report()
+    return write_task_record(marker, index, unit, stats, writers, shards, started)
+
+
+def write_task_record(marker: Path, index: int, unit, stats, writers: dict, shards: list, started: float) -> dict:
+    """The task's done-marker (its shards, per-split totals, input statistics): written last and atomically,
+    so a task with a marker is complete (tokenize and pairs tasks alike)."""
     splits = {split: {"documents": sum(s["documents"] for s in w.shards),
                       "tokens": sum(s["tokens"] for s in w.shards), "utf8_bytes": w.utf8_bytes}
               for split, w in writers.items()}
