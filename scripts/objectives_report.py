@@ -134,7 +134,7 @@ sequences of n_ctx 64, global batch 8, fp32 on 2 shared CPU cores, AdamW (no wei
 linear decay. Both families are d_model 64 x 2 layers (encoder-decoders: 2 + 2 blocks; the Llama has 4
 heads). Every run of a system trains to the same dense FLOP budget (200 mixer steps), so the Llama, which
 costs more per token, takes fewer steps. Each family's LR is the best of a seed-0 sweep over 1e-3, 3e-3
-and 1e-2, extended once by a factor 3 beyond an edge that wins (lowest final validation CE; "(edge)"
+and 1e-2, extended by a factor 3 beyond an edge that wins, at most twice (lowest final validation CE; "(edge)"
 marks a best LR still at the edge of its sweep); seeds 1 and 2 then
 run at that LR. "train CE" averages the logged training losses of the last 10% of steps; "val CE" is the
 final validation loss on 8,192 held-out tokens. These are ~100k-token runs of 0.5M-parameter models: the

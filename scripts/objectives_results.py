@@ -4,8 +4,8 @@ systems at matched training FLOPs, each family at its best learning rate, 3 seed
     .venv/bin/python scripts/objectives_results.py            # runs what is missing, then --report
     .venv/bin/python scripts/objectives_results.py --report   # the table from the committed curves alone
 
-Protocol: per system and family, a learning-rate sweep at seed 0 (LRS, extended once by a factor 3 when the
-best is at an edge); the best LR is the one with the lowest final validation loss; seeds 1 and 2 then run
+Protocol: per system and family, a learning-rate sweep at seed 0 (LRS, extended by a factor 3 when the
+best is at an edge, at most twice); the best LR is the one with the lowest final validation loss; seeds 1 and 2 then run
 at that LR. Every run of a system trains to the same
 dense FLOP budget (SPECS: a number of mixer steps), so the Llama takes fewer steps. Each run's logged rows go
 to docs/results/data/objectives/<system>-<family>-lr<lr>-s<seed>.jsonl (the raw curves); the report reads
@@ -45,6 +45,7 @@ SPECS = {
 SYSTEMS = tuple(SPECS)
 LRS = (1e-3, 3e-3, 1e-2)
 SEEDS = (0, 1, 2)
+MAX_EXTENSIONS = 2  # as the comparison protocol (docs/protocol.md): at most two steps beyond an edge
 SHAPE = ["--model.vocab_size", "4096", "--model.d_model", "64", "--model.n_layers", "2", "--model.n_ctx", "64"]
 TRAIN = ["--train.steps", "100000", "--train.warmup", "10", "--train.micro_batch", "8", "--train.global_batch", "8",
          "--train.schedule", "linear", "--data.val_tokens", "8192", "--data.shuffle_buffer", "64",
@@ -176,8 +177,11 @@ def run_sweep(data: Path, runs: Path, systems: list[str]) -> None:
             for lr in LRS:
                 train_one(system, family, lr, 0, data, runs, budget)
             lr = best_lr(load_curves(), system, family)
-            if lr in (LRS[0], LRS[-1]):  # best at an edge: one more LR beyond it, a factor 3 away
-                beyond = float(f"{lr * 3 if lr == LRS[-1] else lr / 3:.1g}")  # 3e-2 or 3e-4
+            for _ in range(MAX_EXTENSIONS):  # best at an edge: one more LR beyond it, a factor 3 away
+                tried = sorted(lr_ for (s, f, lr_, seed) in load_curves() if (s, f, seed) == (system, family, 0))
+                if lr not in (tried[0], tried[-1]):
+                    break
+                beyond = float(f"{lr * 3 if lr == tried[-1] else lr / 3:.1g}")  # e.g. 3e-2, then 1e-1
                 train_one(system, family, beyond, 0, data, runs, budget)
                 lr = best_lr(load_curves(), system, family)
             for seed in SEEDS[1:]:
