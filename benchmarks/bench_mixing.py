@@ -22,6 +22,7 @@ from pretrain.config import ModelConfig
 from pretrain.models import build_model
 from pretrain.models import mixing_ops
 from pretrain.models.mixer import MaskedMatrix, ToeplitzMatrix
+from bench_models import train_step_fn  # noqa: E402 (run as a script: benchmarks/ is on sys.path)
 from pretrain.models.mixing_rules import (BLOCKED_MIN_SEQ, FFT_MIN_SEQ, blocked_products, resolve_impl,
                                          tile_size)
 
@@ -112,17 +113,7 @@ def bench_short(lengths: list[int], rounds: int) -> None:
 
 
 def train_step(cfg: ModelConfig):
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids = torch.randint(0, cfg.vocab_size, (BATCH, cfg.n_ctx))
-
-    def step():
-        loss = model(ids, labels=ids).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return step
+    return train_step_fn(cfg, BATCH)  # the one step both benchmarks time
 
 
 def bench_train_step(lengths: list[int], rounds: int) -> None:

@@ -104,8 +104,7 @@ def best_two(tuned: dict, protocol: str, n_ctx: int) -> list[str]:
 
 
 def plot(tuned: dict, protocol: str, n_ctx: int, labels: list[str], out_png: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
+    from eval.plots import save_figure  # first: it selects the Agg backend
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -119,12 +118,7 @@ def plot(tuned: dict, protocol: str, n_ctx: int, labels: list[str], out_png: Pat
     ax.set_title(f"{protocol}, n_ctx {n_ctx}: each at its best LR", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100, metadata={"Software": None})  # no version stamp: reruns are byte-identical
-    plt.close(fig)
-    tmp.replace(out_png)
-    return out_png
+    return save_figure(fig, out_png, dpi=100)
 
 
 def update_doc(doc: Path, block: str) -> None:

@@ -160,18 +160,6 @@ def scaling_for(result: dict[str, Any], family: str, n_ctx: int | None = None) -
     return [s for s in result["scaling"] if s["family"] == family and n_ctx in (None, s["n_ctx"])]
 
 
-def save_png(fig, out_png: Path) -> Path:
-    """Atomic and byte-reproducible (no software version stamp), so a rerun leaves git clean."""
-    import matplotlib.pyplot as plt
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    tmp.replace(out_png)
-    return out_png
-
-
 def plot_isoflop(result: dict[str, Any], out_png: Path) -> Path:
     """One panel per (n_ctx, LR group): points, parabolas, fitted optima (stars) and the 10x
     extrapolated optimum (hollow star, labelled as an extrapolation)."""
@@ -179,7 +167,7 @@ def plot_isoflop(result: dict[str, Any], out_png: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from eval.plots import LINE_STYLES, family_colour
+    from eval.plots import LINE_STYLES, family_colour, save_figure
     panels = sorted({(g["n_ctx"], g["lr_group"]) for g in result["groups"]})
     budgets = sorted({g["budget"] for g in result["groups"]})
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6.4 * max(1, len(panels)), 4.6), squeeze=False)
@@ -207,7 +195,7 @@ def plot_isoflop(result: dict[str, Any], out_png: Path) -> Path:
         ax.set_title(f"IsoFLOP, n_ctx {n_ctx}, {lr_group} (star: fitted optimum)", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    return save_png(fig, out_png)
+    return save_figure(fig, out_png, dpi=100)
 
 
 def _lr_cell(p: dict[str, Any]) -> str:

@@ -82,13 +82,14 @@ def plot_curves(runs: list[Run], axis: str, out_png: str | Path, title: str = ""
     return save_figure(fig, out_png)
 
 
-def save_figure(fig, out_png: str | Path) -> Path:
-    """Lay out, write atomically (a reader never sees half a PNG) and close a figure."""
+def save_figure(fig, out_png: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write atomically (a reader never sees half a PNG) and close a figure. No software version
+    stamp in the PNG, so the same figure rewrites the same bytes (`make results` leaves git clean)."""
     out_png = Path(out_png)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=dpi, metadata={"Software": None})
     plt.close(fig)
     tmp.replace(out_png)
     return out_png

@@ -142,22 +142,8 @@ def tuned_table(tuned: dict[tuple, list[dict]], best: dict[tuple, dict], protoco
     return "\n".join(lines)
 
 
-def save_deterministic(fig, out_png: Path) -> Path:
-    """Lay out, write atomically and close; no version stamp in the PNG, so reruns are byte-identical."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    tmp.replace(out_png)
-    return out_png
-
-
 def plot_tuned(tuned: dict[tuple, list[dict]], protocol: str, out_png: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
+    from eval.plots import save_figure  # first: it selects the Agg backend
     import matplotlib.pyplot as plt
 
     ctxs = sorted({k[1] for k in tuned if k[0] == protocol})
@@ -175,12 +161,11 @@ def plot_tuned(tuned: dict[tuple, list[dict]], protocol: str, out_png: Path) -> 
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"{protocol}: each family at its best LR, all seeds", fontsize=10)
-    return save_deterministic(fig, out_png)
+    return save_figure(fig, out_png, dpi=100)
 
 
 def plot_lr(best: dict[tuple, dict], protocol: str, out_png: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
+    from eval.plots import save_figure  # first: it selects the Agg backend
     import matplotlib.pyplot as plt
 
     ctxs = sorted({k[1] for k in best if k[0] == protocol})
@@ -194,7 +179,7 @@ def plot_lr(best: dict[tuple, dict], protocol: str, out_png: Path) -> Path:
         ax.set_xlabel("peak learning rate")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    return save_deterministic(fig, out_png)
+    return save_figure(fig, out_png, dpi=100)
 
 
 def report(paths: list[Path], out: Path) -> str:
