@@ -7,6 +7,11 @@ against the tuned Llama under both FLOP conventions (dense = what runs today; us
 half of mixing/attention, what a kernel skipping masked work executes). Multiplier m: the FLOPs the
 tuned Llama needs to reach this shape's final loss, over this shape's FLOPs (m > 1: this shape is more
 compute-efficient); geometric mean and [min-max] over all seed pairs.
+
+Sizes and depths (rule 6): a shape labelled `FAMILY-SUFFIX` (e.g. `mixer-s`) is compared with the tuned
+Llama of the same suffix (`llama-s`, the Llama shape it was FLOP-matched to) when the protocol has one,
+else with `llama`. With more than one Llama shape, a per-family summary compares each family's best
+shape with the best Llama shape: the compute-optimal comparison at the budget.
 """
 from __future__ import annotations
 
@@ -99,6 +104,23 @@ def multiplier(variant: list[dict], reference: list[dict], axis: str) -> tuple[f
     return geo_mean_spread(ms) if len(ms) == len(variant) * len(reference) and ms else None
 
 
+def size_group(label: str) -> str:
+    """`mixer-s` -> `-s`, `mixer` -> `` (the suffix naming the Llama shape a shape was matched to)."""
+    _, sep, suffix = label.partition("-")
+    return sep + suffix
+
+
+def reference_for(label: str, labels: set[str]) -> str:
+    """The tuned Llama a shape is compared with: the same-size Llama when there is one, else `llama`."""
+    same_size = REFERENCE + size_group(label)
+    return same_size if same_size in labels else REFERENCE
+
+
+def shape_order(label: str) -> tuple:
+    family = label.partition("-")[0]
+    return (size_group(label), {REFERENCE: 0, "gpt": 1, "mixer": 2}.get(family, 3), label)
+
+
 def fmt_spread(s: tuple[float, float, float] | None, digits: int = 4, unit: str = "") -> str:
     if s is None:
         return "not resolved"
@@ -122,23 +144,63 @@ def sweep_table(best: dict[tuple, dict], protocol: str, n_ctx: int) -> str:
     return "\n".join(lines)
 
 
+def describe(label: str, c: dict) -> str:
+    return f"{label} ({c['family']} d{int(c['d_model'])}x{int(c['n_layers'])} h{int(c['heads'])})"
+
+
+def versus(runs: list[dict], ref: list[dict] | None) -> tuple[str, str]:
+    if not ref:
+        return "no tuned Llama", "no tuned Llama"
+    return fmt_spread(multiplier(runs, ref, "x"), 2, "x"), fmt_spread(multiplier(runs, ref, "xu"), 2, "x")
+
+
 def tuned_table(tuned: dict[tuple, list[dict]], best: dict[tuple, dict], protocol: str, n_ctx: int) -> str:
-    keys = sorted((k for k in tuned if k[0] == protocol and k[1] == n_ctx), key=lambda k: (k[2] != REFERENCE, k[2]))
-    ref = tuned.get((protocol, n_ctx, REFERENCE))
+    labels = {k[2] for k in tuned if k[0] == protocol and k[1] == n_ctx}
     lines = ["| shape | best lr | params | FLOPs/token dense (useful) | seeds | val loss at budget | "
              "multiplier vs tuned Llama, dense | multiplier, useful |", "|---|---|---|---|---|---|---|---|"]
-    for k in keys:
-        runs = tuned[k]
-        c = runs[0]
-        shape = f"{k[2]} ({c['family']} d{int(c['d_model'])}x{int(c['n_layers'])} h{int(c['heads'])})"
-        loss = fmt_spread(mean_spread([r["final"] for r in runs]))
-        if k[2] == REFERENCE or not ref:
-            m_dense = m_useful = "reference" if k[2] == REFERENCE else "no tuned Llama"
+    for label in sorted(labels, key=shape_order):
+        k = (protocol, n_ctx, label)
+        runs, c = tuned[k], tuned[k][0]
+        ref_label = reference_for(label, labels)
+        if label == ref_label:
+            m_dense = m_useful = "reference"
         else:
-            m_dense = fmt_spread(multiplier(runs, ref, "x"), 2, "x")
-            m_useful = fmt_spread(multiplier(runs, ref, "xu"), 2, "x")
-        lines.append(f"| {shape} | {best[k]['lr']:g} | {int(c['params']):,} | {c['flops_per_token']:.3g} "
-                     f"({c['useful_flops_per_token']:.3g}) | {len(runs)} | {loss} | {m_dense} | {m_useful} |")
+            m_dense, m_useful = versus(runs, tuned.get((protocol, n_ctx, ref_label)))
+            if ref_label != REFERENCE:
+                m_dense += f" (vs {ref_label})"
+        loss = fmt_spread(mean_spread([r["final"] for r in runs]))
+        lines.append(f"| {describe(label, c)} | {best[k]['lr']:g} | {int(c['params']):,} | "
+                     f"{c['flops_per_token']:.3g} ({c['useful_flops_per_token']:.3g}) | {len(runs)} | {loss} | "
+                     f"{m_dense} | {m_useful} |")
+    return "\n".join(lines)
+
+
+def best_shapes(tuned: dict[tuple, list[dict]], protocol: str, n_ctx: int) -> dict[str, str]:
+    """family -> its label with the lowest mean final loss at this n_ctx (the compute-optimal shape tried)."""
+    out: dict[str, tuple[float, str]] = {}
+    for (p, n, label), runs in tuned.items():
+        if p == protocol and n == n_ctx:
+            loss = float(np.mean([r["final"] for r in runs]))
+            family = runs[0]["family"]
+            if family not in out or (loss, label) < out[family]:
+                out[family] = (loss, label)
+    return {family: label for family, (_, label) in out.items()}
+
+
+def best_shape_table(tuned: dict[tuple, list[dict]], protocol: str, n_ctx: int) -> str:
+    """Each family's best shape against the best Llama shape, at the same budget (None: one shape each)."""
+    labels = [k[2] for k in tuned if k[0] == protocol and k[1] == n_ctx]
+    if sum(1 for label in labels if label.partition("-")[0] == REFERENCE) < 2:
+        return ""
+    best = best_shapes(tuned, protocol, n_ctx)
+    ref = tuned.get((protocol, n_ctx, best.get(REFERENCE, "")))
+    lines = ["| family | best shape (of its sizes and depths) | best lr | seeds | val loss at budget | "
+             "multiplier vs the best Llama shape, dense | multiplier, useful |", "|---|---|---|---|---|---|---|"]
+    for family in sorted(best, key=lambda f: ({REFERENCE: 0, "gpt": 1, "mixer": 2}.get(f, 3), f)):
+        runs = tuned[(protocol, n_ctx, best[family])]
+        m_dense, m_useful = ("reference", "reference") if family == REFERENCE else versus(runs, ref)
+        lines.append(f"| {family} | {describe(best[family], runs[0])} | {runs[0]['lr']:g} | {len(runs)} | "
+                     f"{fmt_spread(mean_spread([r['final'] for r in runs]))} | {m_dense} | {m_useful} |")
     return "\n".join(lines)
 
 
@@ -149,10 +211,13 @@ def plot_tuned(tuned: dict[tuple, list[dict]], protocol: str, out_png: Path) -> 
     ctxs = sorted({k[1] for k in tuned if k[0] == protocol})
     fig, axes = plt.subplots(1, len(ctxs), figsize=(4.2 * len(ctxs), 3.6), squeeze=False)
     colours = {"llama": "tab:blue", "gpt": "tab:green", "mixer": "tab:red"}
+    groups = sorted({size_group(k[2]) for k in tuned if k[0] == protocol})
+    styles = ["-", "--", ":", "-."]
     for ax, n_ctx in zip(axes[0], ctxs):
-        for k in sorted(k for k in tuned if k[0] == protocol and k[1] == n_ctx):
+        for k in sorted((k for k in tuned if k[0] == protocol and k[1] == n_ctx), key=lambda k: shape_order(k[2])):
+            style = styles[groups.index(size_group(k[2])) % len(styles)]
             for i, c in enumerate(tuned[k]):
-                ax.plot(c["x"], c["y"], color=colours.get(c["family"], "tab:gray"), alpha=0.8, lw=1.2,
+                ax.plot(c["x"], c["y"], color=colours.get(c["family"], "tab:gray"), alpha=0.8, lw=1.2, ls=style,
                         label=f"{k[2]} lr {c['lr']:g}" if i == 0 else None)
         ax.set_xscale("log")
         ax.set_title(f"n_ctx {n_ctx}", fontsize=10)
@@ -196,6 +261,10 @@ def report(paths: list[Path], out: Path) -> str:
             parts.append(f"## n_ctx {n_ctx}\n\nLR sweep (seed 0, final validation loss; best in bold):\n\n"
                          f"{sweep_table(best, protocol, n_ctx)}\n\nEach shape at its best LR:\n\n"
                          f"{tuned_table(tuned, best, protocol, n_ctx)}\n")
+            summary = best_shape_table(tuned, protocol, n_ctx)
+            if summary:
+                parts.append("Each family's best shape (the lowest mean loss among its sizes and depths, each "
+                             f"at its own best LR) against the best Llama shape:\n\n{summary}\n")
         p1 = plot_tuned(tuned, protocol, out / f"{protocol}-tuned.png")
         p2 = plot_lr(best, protocol, out / f"{protocol}-lr.png")
         parts.append(f"![tuned curves]({p1.name})\n\n![LR sweeps]({p2.name})\n")

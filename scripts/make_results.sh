@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=1
 echo "== tuned comparison (issue 13): docs/results/protocol/"
-[ -f docs/results/data/protocol-cpu-ctx.csv ] && $PY -m eval.protocol_report docs/results/data/protocol-cpu-ctx.csv --out docs/results/protocol > /dev/null
+$PY -m eval.protocol_report $(ls docs/results/data/protocol-cpu-*.csv) --out docs/results/protocol > /dev/null
 echo "== IsoFLOP fits (issue 13): docs/results/isoflop.md"
 $PY scripts/isoflop_results.py --report > /dev/null
 echo "== the paper's other systems (issue 11): docs/results/objectives.md"
@@ -17,4 +17,8 @@ echo "== improvement study (issue 15): docs/results/improvement.md"
 $PY -m eval.improvement_report --config configs/protocol/improve-screen.toml \
     $( [ -f docs/results/data/improve-screen.csv ] && echo --data docs/results/data/improve-screen.csv ) \
     --doc docs/results/improvement.md > /dev/null
+if [ -f docs/results/data/improve-512.csv ]; then
+  $PY -m eval.improvement_report --config configs/protocol/improve-512.toml --data docs/results/data/improve-512.csv \
+      --doc docs/results/improvement.md --block study-table > /dev/null
+fi
 echo "done: git status shows what changed (nothing, when the data did not)"

@@ -83,10 +83,14 @@ def test_the_variant_table_is_recomputed_between_its_markers_from_the_csv(tmp_pa
 
     data, doc = tmp_path / "screen.csv", tmp_path / "improvement.md"
     synthetic_screen(data)
-    doc.write_text(f"# hand-written\n\n{I.BEGIN}\nold table\n{I.END}\n\nDiscussion stays.\n")
+    begin, end = I.markers(I.DEFAULT_BLOCK)
+    other_begin, other_end = I.markers("study-table")
+    doc.write_text(f"# hand-written\n\n{begin}\nold table\n{end}\n\nDiscussion stays.\n"
+                   f"{other_begin}\nthe study's table\n{other_end}\n")
     I.report(SCREEN, data, doc)
     text = doc.read_text()
-    assert text.startswith("# hand-written") and text.endswith("Discussion stays.\n") and "old table" not in text
+    assert text.startswith("# hand-written") and "Discussion stays.\n" in text and "old table" not in text
+    assert "the study's table" in text  # another block's markers are left alone
     rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| 512 |")}
     assert len(rows) == len(P.load_protocol(SCREEN).shapes)  # every shape, run or not
     assert "| 0.004 | 1 |" in rows["mixer-gate"] and "2.00x" in rows["mixer-gate"]

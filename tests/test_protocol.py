@@ -79,10 +79,11 @@ def test_protocol_needs_five_lrs(tmp_path):
         P.load_protocol(tiny_protocol(tmp_path, lrs=(1e-3, 2e-3)))
 
 
-def synthetic_rows(k_mixer: float) -> list[dict]:
-    """Llama and a mixer that needs k_mixer x the FLOPs for the same loss; 3 LRs each (middle best), 3 seeds."""
+def synthetic_rows(k_mixer: float, shapes: tuple = ()) -> list[dict]:
+    """Llama and a mixer that needs k_mixer x the FLOPs for the same loss; 3 LRs each (middle best), 3 seeds.
+    `shapes`: other (label, family, k) to add (k: FLOPs needed relative to the `llama` shape)."""
     rows = []
-    for label, family, k in (("llama", "llama", 1.0), ("mixer", "mixer", k_mixer)):
+    for label, family, k in (("llama", "llama", 1.0), ("mixer", "mixer", k_mixer), *shapes):
         for lr, offset in ((1e-3, 0.2), (2e-3, 0.0), (4e-3, 0.3)):
             for seed in ([0, 1, 2] if lr == 2e-3 else [0]):
                 name = f"{label}-lr{lr:g}-s{seed}"
@@ -111,6 +112,22 @@ def test_report_recovers_known_multipliers_deterministically(tmp_path):
     first = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
     R.report([data], tmp_path / "out")
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == first
+
+
+def test_sizes_compare_with_the_same_size_llama_and_the_best_shapes_with_the_best_llama(tmp_path):
+    """Rule 6: `mixer-s` is matched to `llama-s`; the summary pits each family's best shape against the
+    best Llama shape. llama-s needs 4x the FLOPs of llama, mixer-s 2x: mixer-s vs llama-s = 2x ahead;
+    the best Llama shape is `llama`, the best mixer shape `mixer` (k 2): 0.5x."""
+    data = tmp_path / "sizes.csv"
+    P.write_csv(synthetic_rows(k_mixer=2.0, shapes=(("llama-s", "llama", 4.0), ("mixer-s", "mixer", 2.0 * 1.01))), data)
+    assert R.reference_for("mixer-s", {"llama", "llama-s"}) == "llama-s"
+    assert R.reference_for("mixer-toeplitz", {"llama", "mixer-toeplitz"}) == "llama"
+    text = R.report([data], tmp_path / "out")
+    row = next(line for line in text.splitlines() if line.startswith("| mixer-s (mixer"))
+    assert "1.98x" in row and "(vs llama-s)" in row
+    summary = text.split("Each family's best shape")[1]
+    best_mixer = next(line for line in summary.splitlines() if line.startswith("| mixer |"))
+    assert "| mixer (mixer" in best_mixer and "0.50x" in best_mixer
 
 
 def test_report_refuses_a_missing_file(tmp_path):
