@@ -9,7 +9,9 @@ inside the sampled sizes (otherwise "edge": the sweep did not bracket the optimu
 
 Learning rates (--lr-policy): runs of one size at different LRs are not separate points of a parabola.
 `best` (default): each size contributes only its run at the LR with the lowest final loss (the output
-lists which LR won and among how many); `each`: one group per LR (a parabola per LR).
+lists which LR won and among how many); `each`: one group per LR (a parabola per LR). Seeds (CSV rows
+of a protocol, docs/protocol.md): the LR is chosen on seed 0 (the sweep) and the point's loss is the
+mean over the seeds at that LR, so a lucky seed does not pick the point.
 
 Across budgets, per (family, n_ctx, LR group) with at least two bracketed budgets: power laws
 N_opt = k C^b and L_opt = k' C^b' (least squares in log-log), and from them the compute-optimal size and
@@ -98,9 +100,12 @@ def select_lr(points: list[dict[str, Any]], policy: str) -> list[dict[str, Any]]
         sizes[(p["family"], p.get("n_ctx", 0), p["budget"], p["params"])].append(p)
     out = []
     for same_size in sizes.values():
-        best = min(same_size, key=lambda p: _finite_or_inf(p["loss"]))
+        sweep = [p for p in same_size if not p.get("seed")]  # seed 0 (or unrecorded) chooses the LR
+        best = min(sweep or same_size, key=lambda p: _finite_or_inf(p["loss"]))
+        at_best = [p for p in same_size if p.get("lr") == best.get("lr")] if best.get("lr") is not None else [best]
         tried = sorted({p["lr"] for p in same_size if p.get("lr") is not None})
-        out.append({**best, "lr_group": BEST_LR_GROUP, "lrs_tried": tried})
+        out.append({**best, "loss": float(np.mean([_finite_or_inf(p["loss"]) for p in at_best])),
+                    "seeds": len(at_best), "lr_group": BEST_LR_GROUP, "lrs_tried": tried})
     return out
 
 
@@ -210,8 +215,9 @@ def points_table(result: dict[str, Any]) -> list[str]:
     for g in result["groups"]:
         for p in g["points"]:
             shape = f"d{p['d_model']}x{p['n_layers']}" if p.get("d_model") else "--"
+            seeds = f" (mean of {p['seeds']} seeds)" if p.get("seeds", 1) > 1 else ""
             lines.append(f"| {g['family']} | {g['n_ctx']} | {g['budget']:.3g} | {shape} | {p['params']:,.0f} | "
-                         f"{_lr_cell(p)} | {p['loss']:.4f} | {Path(p['run']).name} |")
+                         f"{_lr_cell(p)} | {p['loss']:.4f}{seeds} | {Path(p['run']).name} |")
     return lines
 
 
@@ -295,7 +301,8 @@ def csv_points(path: Path, params_kind: str) -> list[dict[str, Any]]:
     return [{"family": r["family"], "n_ctx": int(float(r["n_ctx"])), "lr": float(r["lr"]) if r["lr"] else None,
              "budget": float(r.get("budget_flops") or r["flops"]), "params": _csv_params(r, params_kind),
              "loss": float(r["val_loss"]), "d_model": int(float(r["d_model"])),
-             "n_layers": int(float(r["n_layers"])), "run": run} for run, r in sorted(last.items())]
+             "n_layers": int(float(r["n_layers"])), "seed": int(float(r.get("seed") or 0)), "run": run}
+            for run, r in sorted(last.items())]
 
 
 def load_points(inputs: list[str | Path], params_kind: str) -> list[dict[str, Any]]:

@@ -9,6 +9,10 @@ echo "== tuned comparison (issue 13): docs/results/protocol/"
 $PY -m eval.protocol_report $(ls docs/results/data/protocol-cpu-*.csv) --out docs/results/protocol > /dev/null
 echo "== IsoFLOP fits (issue 13): docs/results/isoflop.md"
 $PY scripts/isoflop_results.py --report > /dev/null
+if [ -f docs/results/data/protocol-cpu-sizes.csv ]; then
+  echo "== IsoFLOP per family and n_ctx from the sizes protocol (issue 13, rule 6): docs/results/isoflop-sizes/"
+  $PY -m eval isoflop docs/results/data/protocol-cpu-sizes.csv --out docs/results/isoflop-sizes > /dev/null
+fi
 echo "== the paper's other systems (issue 11): docs/results/objectives.md"
 $PY scripts/objectives_results.py --report > /dev/null
 echo "== retrieval (issue 12): docs/results/retrieval.md"

@@ -267,3 +267,14 @@ def test_an_optimum_that_shrinks_with_compute_is_flagged():
     s = isoflop.scaling_fit(rows)
     assert s["exponent"] < 0 and "not a credible scaling law" in s["note"]
     assert s["extrapolation"]["kind"] == "extrapolation"
+
+
+def test_best_lr_is_chosen_on_seed_0_and_the_point_is_the_seed_mean():
+    """A protocol's seeds: the LR comes from the seed-0 sweep; a lucky seed does not choose the point."""
+    def point(lr, seed, loss):
+        return {"family": "llama", "n_ctx": 128, "lr": lr, "seed": seed, "budget": 1e12, "params": 1000.0,
+                "loss": loss, "run": f"r{lr}-{seed}"}
+    points = [point(2e-3, 0, 4.0), point(4e-3, 0, 4.1), point(2e-3, 1, 4.2), point(2e-3, 2, 4.3),
+              point(4e-3, 1, 3.0)]  # a stray lower seed at another LR must not win
+    (chosen,) = isoflop.select_lr(points, "best")
+    assert chosen["lr"] == 2e-3 and chosen["seeds"] == 3 and abs(chosen["loss"] - 4.1666666) < 1e-6
