@@ -32,6 +32,7 @@ HYPOTHESES = {
     "mixer-toeplitz": "Toeplitz mixing by FFT costs O(T log T): at n_ctx 512 the FLOPs saved buy width (and shift-invariance is a prior language has)",
     "mixer-hybrid": "one attention layer supplies content-based lookup (copying names) that fixed mixing lacks; the mixer layer stays cheap",
     "mixer-wide1": "mixing FLOPs grow with n_ctx, FFN FLOPs with d: one wide layer spends the budget on features instead of on mixing twice",
+    "mixer-combo": "the screen's three independent winners (Toeplitz by FFT, 4 heads, the output gate) should stack: cheaper mixing buys width, heads and the gate add mixing patterns and input dependence",
     "mixer-deep4": "the paper's mixers are deep: four narrow layers compose mixing steps at the same FLOPs",
 }
 

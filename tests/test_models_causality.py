@@ -23,7 +23,7 @@ def test_changing_future_tokens_never_changes_past_logits(overrides):
         assert not torch.equal(out[:, t + 1:], base[:, t + 1:]), "later positions should react"
 
 
-@variant_params(MIXER_VARIANTS)
+@variant_params([v for v in MIXER_VARIANTS if v[1].get("mixing") != "toeplitz"])  # Toeplitz weights are per-distance vectors, no T x T mask
 def test_masked_mixing_entries_get_exactly_zero_gradient(overrides):
     torch.manual_seed(0)
     cfg = tiny_config(**overrides)

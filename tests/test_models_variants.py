@@ -42,6 +42,7 @@ OPTION_VARIANTS = [
     ("mixer-gate-decay-rows", dict(family="mixer", mixing_gate=True, distance_decay=True, row_sum_one=True)),
     ("mixer-hybrid", dict(family="mixer", attention_layers=(1,), attention_heads=2)),
     ("mixer-hybrid-gate-heads", dict(family="mixer", attention_layers=(0,), heads=2, mixing_gate=True)),
+    ("mixer-toeplitz-heads-gate", dict(family="mixer", mixing="toeplitz", heads=2, mixing_gate=True)),
     ("llama", dict(family="llama", heads=4)),
     ("llama-tied", dict(family="llama", heads=2, tie_embeddings=True)),
     ("llama-nonorm", dict(family="llama", heads=4, norm=False)),
