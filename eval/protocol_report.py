@@ -48,11 +48,12 @@ def read_rows(paths: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def curves(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """run name -> {meta..., x (dense FLOPs), xu (useful FLOPs), y (val loss)} sorted by step."""
-    out: dict[str, dict[str, Any]] = {}
-    for r in sorted(rows, key=lambda r: (r["run"], r["step"])):
-        c = out.setdefault(r["run"], {**{k: r[k] for k in ("protocol", "stage", "label", "family", "n_ctx", "lr",
+def curves(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(protocol, run name) -> {meta..., x (dense FLOPs), xu (useful FLOPs), y (val loss)} sorted by step.
+    Keyed by protocol too: two protocols may share a run (cpu-sizes reuses cpu-ctx's d128 x 2 runs)."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: (r["protocol"], r["run"], r["step"])):
+        c = out.setdefault((r["protocol"], r["run"]), {**{k: r[k] for k in ("protocol", "stage", "label", "family", "n_ctx", "lr",
                                                             "seed", "d_model", "n_layers", "heads", "params",
                                                             "flops_per_token", "useful_flops_per_token",
                                                             "hardware")}, "x": [], "xu": [], "y": []})
@@ -128,7 +129,7 @@ def fmt_spread(s: tuple[float, float, float] | None, digits: int = 4, unit: str 
 
 
 def sweep_table(best: dict[tuple, dict], protocol: str, n_ctx: int) -> str:
-    keys = sorted(k for k in best if k[0] == protocol and k[1] == n_ctx)
+    keys = sorted((k for k in best if k[0] == protocol and k[1] == n_ctx), key=lambda k: shape_order(k[2]))
     lrs = sorted({lr for k in keys for lr in best[k]["sweep"]})
     lines = ["| shape | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | best |",
              "|---|" + "---|" * (len(lrs) + 1)]

@@ -21,8 +21,10 @@ echo "== improvement study (issue 15): docs/results/improvement.md"
 $PY -m eval.improvement_report --config configs/protocol/improve-screen.toml \
     $( [ -f docs/results/data/improve-screen.csv ] && echo --data docs/results/data/improve-screen.csv ) \
     --doc docs/results/improvement.md > /dev/null
-if [ -f docs/results/data/improve-512.csv ]; then
-  $PY -m eval.improvement_report --config configs/protocol/improve-512.toml --data docs/results/data/improve-512.csv \
-      --doc docs/results/improvement.md --block study-table > /dev/null
-fi
+for study in 512 enwiki; do  # the study (issue 15) on TinyStories, then on enwiki: one table each
+  if [ -f docs/results/data/improve-$study.csv ]; then
+    $PY -m eval.improvement_report --config configs/protocol/improve-$study.toml \
+        --data docs/results/data/improve-$study.csv --doc docs/results/improvement.md --block study-$study > /dev/null
+  fi
+done
 echo "done: git status shows what changed (nothing, when the data did not)"

@@ -130,5 +130,16 @@ def test_sizes_compare_with_the_same_size_llama_and_the_best_shapes_with_the_bes
     assert "| mixer (mixer" in best_mixer and "0.50x" in best_mixer
 
 
+def test_two_protocols_sharing_a_run_name_stay_apart(tmp_path):
+    """cpu-sizes reuses cpu-ctx's runs under the same names: each protocol keeps its own curves."""
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    rows = synthetic_rows(k_mixer=2.0)
+    P.write_csv(rows, first)
+    P.write_csv([{**r, "protocol": "syn2"} for r in rows], second)
+    runs = R.curves(R.read_rows([first, second]))
+    assert len(runs) == 2 * len({r["run"] for r in rows})
+    assert all(len(c["y"]) == 40 for c in runs.values())  # no run holds the other protocol's points
+
+
 def test_report_refuses_a_missing_file(tmp_path):
     assert R.main([str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 2
