@@ -143,3 +143,21 @@ def test_two_protocols_sharing_a_run_name_stay_apart(tmp_path):
 
 def test_report_refuses_a_missing_file(tmp_path):
     assert R.main([str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_the_sizes_protocol_has_three_widths_two_depths_and_matches_each_llama_at_its_depth(tmp_path):
+    """Rule 6 (docs/protocol.md): configs/protocol/cpu-sizes.toml, planned from nothing."""
+    from pretrain.models.flops import training_flops_per_token
+
+    proto = P.load_protocol(Path(__file__).resolve().parents[1] / "configs" / "protocol" / "cpu-sizes.toml")
+    proto.protocol.runs_dir = str(tmp_path)
+    runs = [r for r in P.plan_runs(proto) if r.lr == proto.protocol.lrs[0]]
+    for n_ctx in proto.protocol.n_ctx:
+        at = {r.label: r.cfg for r in runs if r.cfg.n_ctx == n_ctx}
+        for family in ("llama", "gpt", "mixer"):
+            shapes = {(c.d_model, c.n_layers) for label, c in at.items() if c.family == family}
+            assert len({d for d, layers in shapes if layers == 2}) >= 3 and {layers for _, layers in shapes} == {2, 8}
+        for label, cfg in at.items():
+            llama = at[R.reference_for(label, set(at))]
+            assert llama.family == "llama" and cfg.n_layers == llama.n_layers, label
+            assert abs(training_flops_per_token(cfg) / training_flops_per_token(llama) - 1) < 0.12, label
