@@ -22,6 +22,7 @@ import msgspec
 import zstandard
 
 from data_prep.builtin_corpus import BUILTIN_PREFIX, builtin_documents
+from stackcore.errors import UserError
 
 EOT_LINE = "<|endoftext|>"
 EOT_BYTES = EOT_LINE.encode()
@@ -39,7 +40,7 @@ Block = tuple[list[str], list[bytes]]
 BLOCK_BYTES = 1 << 20  # JSON lines are read, decoded and checked this many bytes at a time
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """Bad input; the message names the file (and line or row group) and the fix."""
 
 

@@ -32,6 +32,7 @@ from data_prep.format import atomic_write_json, token_dtype
 from data_prep.readers import InputError, InputStats, input_kind, read_blocks
 from data_prep.shards import SplitWriter
 from data_prep.tokenizer import describe, eos_id, load_tokenizer, ranks_sha256
+from stackcore.errors import UserError
 
 PLAN_NAME = "plan.json"
 TASKS_DIR = "tasks"
@@ -39,7 +40,7 @@ SPLITS = ("train", "val")
 PLAN_VERSION = 1
 
 
-class PrepError(RuntimeError):
+class PrepError(UserError, RuntimeError):
     """A prep directory in a state that cannot proceed; the message says what to run."""
 
 

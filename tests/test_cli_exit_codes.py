@@ -56,3 +56,13 @@ def test_bad_input_exits_2_with_one_error_line(outcomes, name):
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in stderr, f"{name}: not one error line\n{stderr}"
     assert fragment in errors[0], f"{name}: the message does not name {fragment!r}: {errors[0]}"
+
+
+def test_data_prep_errors_are_user_errors():
+    """Every CLI maps UserError to exit 2; data_prep's own bad-input errors are UserErrors too."""
+    from data_prep.readers import InputError
+    from data_prep.tasks import PrepError
+    from stackcore.errors import UserError
+
+    assert issubclass(InputError, UserError) and issubclass(InputError, ValueError)
+    assert issubclass(PrepError, UserError) and issubclass(PrepError, RuntimeError)
