@@ -112,9 +112,14 @@ def size_group(label: str) -> str:
 
 
 def reference_for(label: str, labels: set[str]) -> str:
-    """The tuned Llama a shape is compared with: the same-size Llama when there is one, else `llama`."""
-    same_size = REFERENCE + size_group(label)
-    return same_size if same_size in labels else REFERENCE
+    """The tuned Llama a shape is compared with: the same-size Llama when there is one (the longest
+    suffix of the label that names a Llama: `mixer-combo-s` -> `llama-s`), else `llama`."""
+    parts = label.split("-")[1:]
+    for i in range(len(parts)):
+        same_size = "-".join([REFERENCE, *parts[i:]])
+        if same_size in labels:
+            return same_size
+    return REFERENCE
 
 
 def shape_order(label: str) -> tuple:

@@ -122,6 +122,7 @@ def test_sizes_compare_with_the_same_size_llama_and_the_best_shapes_with_the_bes
     P.write_csv(synthetic_rows(k_mixer=2.0, shapes=(("llama-s", "llama", 4.0), ("mixer-s", "mixer", 2.0 * 1.01))), data)
     assert R.reference_for("mixer-s", {"llama", "llama-s"}) == "llama-s"
     assert R.reference_for("mixer-toeplitz", {"llama", "mixer-toeplitz"}) == "llama"
+    assert R.reference_for("mixer-combo-s", {"llama", "llama-s", "mixer-combo-s"}) == "llama-s"
     text = R.report([data], tmp_path / "out")
     row = next(line for line in text.splitlines() if line.startswith("| mixer-s (mixer"))
     assert "1.98x" in row and "(vs llama-s)" in row
