@@ -282,6 +282,18 @@ def _csv_params(row: dict[str, str], params_kind: str) -> float:
     return float(param_counts(cfg)["non_embedding"])
 
 
+SIZE_TAGS = ("xs", "s", "l", "deep")  # the size suffixes of the sizes protocols' labels (configs/protocol/cpu-*.toml)
+
+
+def series(row: dict[str, str]) -> str:
+    """The curve a row belongs to: its label without the size suffix (`mixer-combo-s` -> `mixer-combo`,
+    `llama-deep` -> `llama`: sizes and depths of one family are points of one parabola), else its family."""
+    parts = (row.get("label") or row["family"]).split("-")
+    while len(parts) > 1 and parts[-1] in SIZE_TAGS:
+        parts.pop()
+    return "-".join(parts) if parts[0] == row["family"] else row["family"]
+
+
 def csv_points(path: Path, params_kind: str) -> list[dict[str, Any]]:
     """One point per run of a committed CSV (eval.protocol.CSV_FIELDS): its last validation row."""
     if not path.is_file():
@@ -298,7 +310,7 @@ def csv_points(path: Path, params_kind: str) -> list[dict[str, Any]]:
     for row in rows:
         if row["run"] not in last or int(row["step"]) > int(last[row["run"]]["step"]):
             last[row["run"]] = row
-    return [{"family": r["family"], "n_ctx": int(float(r["n_ctx"])), "lr": float(r["lr"]) if r["lr"] else None,
+    return [{"family": series(r), "n_ctx": int(float(r["n_ctx"])), "lr": float(r["lr"]) if r["lr"] else None,
              "budget": float(r.get("budget_flops") or r["flops"]), "params": _csv_params(r, params_kind),
              "loss": float(r["val_loss"]), "d_model": int(float(r["d_model"])),
              "n_layers": int(float(r["n_layers"])), "seed": int(float(r.get("seed") or 0)), "run": run}
@@ -309,8 +321,10 @@ def load_points(inputs: list[str | Path], params_kind: str) -> list[dict[str, An
     """Points of every input: CSV files (*.csv) and run directories, in that order."""
     csvs = [Path(p) for p in inputs if str(p).endswith(".csv")]
     dirs = [p for p in inputs if not str(p).endswith(".csv")]
-    points = [p for c in csvs for p in csv_points(c, params_kind)]
-    return points + (run_points(dirs, params_kind) if dirs else [])
+    # a run two protocols share (copied, same name and result) is one point; the same name with another
+    # result (another corpus) stays two
+    points = list({(p["run"], p["loss"]): p for c in reversed(csvs) for p in csv_points(c, params_kind)}.values())
+    return sorted(points, key=lambda p: p["run"]) + (run_points(dirs, params_kind) if dirs else [])
 
 
 def report_from_points(points: list[dict[str, Any]], out_md: Path, params_kind: str = "non_embedding",

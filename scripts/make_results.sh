@@ -11,7 +11,8 @@ echo "== IsoFLOP fits (issue 13): docs/results/isoflop.md"
 $PY scripts/isoflop_results.py --report > /dev/null
 if [ -f docs/results/data/protocol-cpu-sizes.csv ]; then
   echo "== IsoFLOP per family and n_ctx from the sizes protocol (issue 13, rule 6): docs/results/isoflop-sizes/"
-  $PY -m eval isoflop docs/results/data/protocol-cpu-sizes.csv --out docs/results/isoflop-sizes > /dev/null
+  # total parameters: the CSV records no model options, and the non-embedding count of a Toeplitz mixer needs them
+  $PY -m eval isoflop $(ls docs/results/data/protocol-cpu-*.csv | grep -v cpu-ctx) --params total --out docs/results/isoflop-sizes > /dev/null
 fi
 echo "== the paper's other systems (issue 11): docs/results/objectives.md"
 $PY scripts/objectives_results.py --report > /dev/null

@@ -278,3 +278,23 @@ def test_best_lr_is_chosen_on_seed_0_and_the_point_is_the_seed_mean():
               point(4e-3, 1, 3.0)]  # a stray lower seed at another LR must not win
     (chosen,) = isoflop.select_lr(points, "best")
     assert chosen["lr"] == 2e-3 and chosen["seeds"] == 3 and abs(chosen["loss"] - 4.1666666) < 1e-6
+
+
+def test_protocol_labels_give_series_and_shared_runs_count_once(tmp_path):
+    """Sizes protocols: `mixer-combo-s` is a point of the `mixer-combo` curve, `llama-deep` of `llama`;
+    a run copied into two protocols' CSVs is one point."""
+    from eval import protocol as P
+
+    assert isoflop.series({"label": "mixer-combo-s", "family": "mixer"}) == "mixer-combo"
+    assert isoflop.series({"label": "llama-deep", "family": "llama"}) == "llama"
+    assert isoflop.series({"label": "llama", "family": "llama"}) == "llama"
+    rows = [{"protocol": "a", "stage": "lr", "label": label, "family": label.split("-")[0], "n_ctx": 128, "lr": 2e-3,
+             "seed": 0, "d_model": d, "n_layers": 2, "heads": 4, "params": 1000 * d, "flops_per_token": 1e6,
+             "useful_flops_per_token": 1e6, "step": 10, "tokens": 1, "flops": 1e12, "flops_useful": 1e12,
+             "wall_s": 1.0, "train_loss": 4.0, "val_loss": 4.0 + d / 1000, "val_bpb": "", "budget_flops": 1e12,
+             "hardware": "synthetic", "run": f"{label}-d{d}"}
+            for label, d in (("llama-s", 32), ("mixer-combo-s", 48))]
+    P.write_csv(rows, tmp_path / "a.csv")
+    P.write_csv([{**r, "protocol": "b"} for r in rows], tmp_path / "b.csv")
+    points = isoflop.load_points([tmp_path / "a.csv", tmp_path / "b.csv"], "total")
+    assert sorted(p["family"] for p in points) == ["llama", "mixer-combo"]
