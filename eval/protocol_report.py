@@ -122,9 +122,12 @@ def reference_for(label: str, labels: set[str]) -> str:
     return REFERENCE
 
 
+FAMILY_ORDER = {REFERENCE: 0, "gpt": 1, "mixer": 2}  # table rows: the reference, the baselines, the rest
+
+
 def shape_order(label: str) -> tuple:
     family = label.partition("-")[0]
-    return (size_group(label), {REFERENCE: 0, "gpt": 1, "mixer": 2}.get(family, 3), label)
+    return (size_group(label), FAMILY_ORDER.get(family, len(FAMILY_ORDER)), label)
 
 
 def fmt_spread(s: tuple[float, float, float] | None, digits: int = 4, unit: str = "") -> str:
@@ -202,7 +205,7 @@ def best_shape_table(tuned: dict[tuple, list[dict]], protocol: str, n_ctx: int) 
     ref = tuned.get((protocol, n_ctx, best.get(REFERENCE, "")))
     lines = ["| family | best shape (of its sizes and depths) | best lr | seeds | val loss at budget | "
              "multiplier vs the best Llama shape, dense | multiplier, useful |", "|---|---|---|---|---|---|---|"]
-    for family in sorted(best, key=lambda f: ({REFERENCE: 0, "gpt": 1, "mixer": 2}.get(f, 3), f)):
+    for family in sorted(best, key=lambda f: (FAMILY_ORDER.get(f, len(FAMILY_ORDER)), f)):
         runs = tuned[(protocol, n_ctx, best[family])]
         m_dense, m_useful = ("reference", "reference") if family == REFERENCE else versus(runs, ref)
         lines.append(f"| {family} | {describe(best[family], runs[0])} | {runs[0]['lr']:g} | {len(runs)} | "
