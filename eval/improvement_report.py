@@ -3,7 +3,8 @@
 the protocol config (shapes, parameters, FLOPs) and the committed CSV (`eval.protocol export`) alone.
 
 The table replaces the part of the doc between its `<!-- BLOCK:begin -->` and `<!-- BLOCK:end -->`
-markers (`--block`, default `variant-table`; the study uses `study-table`, so one doc holds both) (the hand-written discussion around it stays); the plot of
+markers (`--block`: `variant-table` by default, `study-512` and `study-enwiki` for the study, so one
+doc holds several tables; the hand-written discussion around them stays); the plot of
 validation loss against FLOPs for the Llama, the flat mixer and the best two variants goes beside the
 doc. A shape with no finished run says "not run". Deterministic: a second run changes nothing.
 """
@@ -127,13 +128,13 @@ def markers(name: str) -> tuple[str, str]:
 
 
 def update_doc(doc: Path, block: str, name: str = DEFAULT_BLOCK) -> None:
-    BEGIN, END = markers(name)
+    begin, end = markers(name)
     text = doc.read_text() if doc.is_file() else ""
-    if BEGIN not in text or END not in text or text.index(BEGIN) > text.index(END):
-        raise UserError(f"{doc}: needs the markers {BEGIN} and {END} (the generated table goes between them)")
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    atomic_write_text(doc, f"{head}{BEGIN}\n{block}\n{END}{tail}")
+    if begin not in text or end not in text or text.index(begin) > text.index(end):
+        raise UserError(f"{doc}: needs the markers {begin} and {end} (the generated table goes between them)")
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    atomic_write_text(doc, f"{head}{begin}\n{block}\n{end}{tail}")
 
 
 def report(config: Path, data: Path | None, doc: Path, name: str = DEFAULT_BLOCK) -> str:
