@@ -44,6 +44,9 @@ class Shape:
     match: str = ""  # a fixed shape's label: pick the shape closest in dense FLOPs/token to it
     layers: list[int] = field(default_factory=list)  # with match: the depths searched (default 1..2x)
     options: dict[str, Any] = field(default_factory=dict)  # further [model] keys, e.g. {mixing = "toeplitz"}
+    # this shape's LR sweep (>= 5 values; default protocol.lrs): a small shape whose best LR is known to lie
+    # above the shared sweep starts there instead of reaching it by edge extensions one run at a time
+    lrs: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -86,6 +89,8 @@ def load_protocol(path: str | Path) -> Protocol:
         raise ConfigError(f"{path}: a protocol needs >= 5 learning rates (protocol.lrs), >= 1 n_ctx and >= 1 [[shapes]]")
     labels = {s.label for s in proto.shapes}
     for s in proto.shapes:
+        if s.lrs and len(s.lrs) < 5:
+            raise ConfigError(f"{path}: shape {s.label!r} sets lrs {s.lrs}: a sweep needs >= 5 learning rates")
         if s.match and s.match not in labels:
             raise ConfigError(f"{path}: shape {s.label!r} matches {s.match!r}, which is not a shape label {sorted(labels)}")
     return proto
@@ -159,14 +164,15 @@ def lr_grid(proto: Protocol, label: str, n_ctx: int, runs: Path) -> tuple[list[f
     An extension is planned only once the runs before it finished (the decision needs their losses)."""
     shape = next(s for s in proto.shapes if s.label == label)
     cfg = model_config(proto, shape, n_ctx)
-    lrs = sorted(proto.protocol.lrs)
+    lrs = sorted(shape.lrs or proto.protocol.lrs)
+    most = len(lrs) + MAX_EXTENSIONS
     seed = proto.protocol.seeds[0]
     for _ in range(MAX_EXTENSIONS + 1):
         results = {lr: final_val_loss(runs / run_name(label, cfg, lr, seed)) for lr in lrs}
         best, where = best_lr(results)
-        if where == "low edge" and len(lrs) < len(proto.protocol.lrs) + MAX_EXTENSIONS:
+        if where == "low edge" and len(lrs) < most:
             lrs = [lrs[0] / 2] + lrs
-        elif where == "high edge" and len(lrs) < len(proto.protocol.lrs) + MAX_EXTENSIONS:
+        elif where == "high edge" and len(lrs) < most:
             lrs = lrs + [lrs[-1] * 2]
         else:
             return lrs, best, where
@@ -247,7 +253,7 @@ def print_plan(proto: Protocol) -> list[PlannedRun]:
         print(f"{r.name:<48}{r.stage:>6}{param_counts(r.cfg)['total']:>11,}{training_flops_per_token(r.cfg):>11.3g}"
               f"{batch_for(proto, r.cfg.n_ctx):>6}{steps_for(proto, r.cfg):>8}  "
               f"{'-' if done is None else f'{done:.4f}'}")
-    full = len(p.n_ctx) * len(proto.shapes) * (len(p.lrs) + len(p.seeds) - 1)
+    full = len(p.n_ctx) * sum(len(s.lrs or p.lrs) + len(p.seeds) - 1 for s in proto.shapes)
     total = full * p.budget_flops
     hours = f", about {total / p.est_flops_per_s / 3600:.3g} hours at {p.est_flops_per_s:.3g} FLOP/s" \
         if p.est_flops_per_s else ""

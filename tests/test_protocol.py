@@ -79,6 +79,21 @@ def test_protocol_needs_five_lrs(tmp_path):
         P.load_protocol(tiny_protocol(tmp_path, lrs=(1e-3, 2e-3)))
 
 
+def test_a_shape_may_set_its_own_sweep_and_extends_it(tmp_path):
+    path = tiny_protocol(tmp_path)
+    path.write_text(path.read_text() + 'lrs = [4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2]\n')  # on the mixer shape
+    proto = P.load_protocol(path)
+    mixer = [r for r in P.plan_runs(proto) if r.label == "mixer"]
+    assert [r.lr for r in mixer] == pytest.approx([4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2])
+    for r, loss in zip(mixer, [3.0, 3.2, 3.4, 3.6, 3.8]):  # best at its own low edge: extend downwards
+        finish(Path(proto.protocol.runs_dir) / r.name, loss)
+    again = [r.lr for r in P.plan_runs(proto) if r.label == "mixer" and r.stage == "lr"]
+    assert again[0] == pytest.approx(2e-3) and len(again) == 6
+    path.write_text(path.read_text().replace("lrs = [4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2]", "lrs = [1e-2, 2e-2]"))
+    with pytest.raises(P.ConfigError, match="shape 'mixer' sets lrs"):
+        P.load_protocol(path)
+
+
 def synthetic_rows(k_mixer: float, shapes: tuple = ()) -> list[dict]:
     """Llama and a mixer that needs k_mixer x the FLOPs for the same loss; 3 LRs each (middle best), 3 seeds.
     `shapes`: other (label, family, k) to add (k: FLOPs needed relative to the `llama` shape)."""
