@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from eval.labels import split_label
 from eval.runs import CompareError, check_comparable, load_runs, run_params
 from stackcore.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from stackcore.errors import run_cli
@@ -282,16 +283,11 @@ def _csv_params(row: dict[str, str], params_kind: str) -> float:
     return float(param_counts(cfg)["non_embedding"])
 
 
-SIZE_TAGS = ("xs", "s", "l", "deep")  # the size suffixes of the sizes protocols' labels (configs/protocol/cpu-*.toml)
-
-
 def series(row: dict[str, str]) -> str:
-    """The curve a row belongs to: its label without the size suffix (`mixer-combo-s` -> `mixer-combo`,
-    `llama-deep` -> `llama`: sizes and depths of one family are points of one parabola), else its family."""
-    parts = (row.get("label") or row["family"]).split("-")
-    while len(parts) > 1 and parts[-1] in SIZE_TAGS:
-        parts.pop()
-    return "-".join(parts) if parts[0] == row["family"] else row["family"]
+    """The curve a row belongs to: its label's variant (`mixer-combo-s` -> `mixer-combo`, `llama-deep` ->
+    `llama`: sizes and depths of one model are points of one parabola; eval.labels), else its family."""
+    variant = split_label(row.get("label") or row["family"])[0]
+    return variant if variant.split("-")[0] == row["family"] else row["family"]
 
 
 def csv_points(path: Path, params_kind: str) -> list[dict[str, Any]]:

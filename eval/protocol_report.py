@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from eval.curves import compute_multiplier, geo_mean_spread, mean_spread
+from eval.labels import REFERENCE, reference_for, size_rank, split_label
 from stackcore.atomic import atomic_write_text
 from stackcore.errors import UserError, run_cli
 
-REFERENCE = "llama"
 NUMERIC = ("n_ctx", "lr", "seed", "d_model", "n_layers", "heads", "params", "flops_per_token",
            "useful_flops_per_token", "step", "tokens", "flops", "flops_useful", "wall_s", "train_loss", "val_loss",
            "val_bpb", "budget_flops")
@@ -106,20 +106,8 @@ def multiplier(variant: list[dict], reference: list[dict], axis: str) -> tuple[f
 
 
 def size_group(label: str) -> str:
-    """`mixer-s` -> `-s`, `mixer` -> `` (the suffix naming the Llama shape a shape was matched to)."""
-    _, sep, suffix = label.partition("-")
-    return sep + suffix
-
-
-def reference_for(label: str, labels: set[str]) -> str:
-    """The tuned Llama a shape is compared with: the same-size Llama when there is one (the longest
-    suffix of the label that names a Llama: `mixer-combo-s` -> `llama-s`), else `llama`."""
-    parts = label.split("-")[1:]
-    for i in range(len(parts)):
-        same_size = "-".join([REFERENCE, *parts[i:]])
-        if same_size in labels:
-            return same_size
-    return REFERENCE
+    """`mixer-s` -> `s`, `mixer` -> `` (the size tag naming the Llama shape a shape was matched to)."""
+    return split_label(label)[1]
 
 
 FAMILY_ORDER = {REFERENCE: 0, "gpt": 1, "mixer": 2}  # table rows: the reference, the baselines, the rest
@@ -127,7 +115,7 @@ FAMILY_ORDER = {REFERENCE: 0, "gpt": 1, "mixer": 2}  # table rows: the reference
 
 def shape_order(label: str) -> tuple:
     family = label.partition("-")[0]
-    return (size_group(label), FAMILY_ORDER.get(family, len(FAMILY_ORDER)), label)
+    return (size_rank(size_group(label)), FAMILY_ORDER.get(family, len(FAMILY_ORDER)), label)
 
 
 def fmt_spread(s: tuple[float, float, float] | None, digits: int = 4, unit: str = "") -> str:
@@ -220,7 +208,7 @@ def plot_tuned(tuned: dict[tuple, list[dict]], protocol: str, out_png: Path) -> 
     ctxs = sorted({k[1] for k in tuned if k[0] == protocol})
     fig, axes = plt.subplots(1, len(ctxs), figsize=(4.2 * len(ctxs), 3.6), squeeze=False)
     colours = {"llama": "tab:blue", "gpt": "tab:green", "mixer": "tab:red"}
-    groups = sorted({size_group(k[2]) for k in tuned if k[0] == protocol})
+    groups = sorted({size_group(k[2]) for k in tuned if k[0] == protocol}, key=size_rank)
     styles = ["-", "--", ":", "-."]
     for ax, n_ctx in zip(axes[0], ctxs):
         for k in sorted((k for k in tuned if k[0] == protocol and k[1] == n_ctx), key=lambda k: shape_order(k[2])):

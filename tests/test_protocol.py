@@ -177,3 +177,35 @@ def test_the_sizes_protocol_has_three_widths_two_depths_and_matches_each_llama_a
             llama = at[R.reference_for(label, set(at))]
             assert llama.family == "llama" and cfg.n_layers == llama.n_layers, label
             assert abs(training_flops_per_token(cfg) / training_flops_per_token(llama) - 1) < 0.12, label
+
+
+def test_labels_split_into_variant_and_size():
+    from eval.labels import reference_for, split_label
+    assert split_label("mixer-combo-xs") == ("mixer-combo", "xs")
+    assert split_label("llama-xxs") == ("llama", "xxs") and split_label("gpt-deep") == ("gpt", "deep")
+    assert split_label("mixer-toeplitz") == ("mixer-toeplitz", "") and split_label("llama") == ("llama", "")
+    assert reference_for("mixer-combo-xs", {"llama", "llama-xs"}) == "llama-xs"
+    assert reference_for("mixer-l", {"llama", "llama-s"}) == "llama"
+
+
+def test_sizes_summary_pools_protocols_once_and_writes_the_marked_block(tmp_path):
+    """Two CSVs sharing runs (cpu-optimum-512 reuses cpu-sizes' runs) pool into one table, each run once:
+    mixer-s vs llama-s = 1.98x; the best Llama shape is `llama`, the best mixer `mixer` (k 2): 0.50x."""
+    from eval import sizes_summary as S
+
+    rows = synthetic_rows(k_mixer=2.0, shapes=(("llama-s", "llama", 4.0), ("mixer-s", "mixer", 2.0 * 1.01)))
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    P.write_csv(rows, first)
+    P.write_csv([{**r, "protocol": "other"} for r in rows if r["label"] in ("llama-s", "mixer-s")], second)
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- sizes:begin -->\nold\n<!-- sizes:end -->\nrest\n")
+    assert S.main([str(first), str(second), "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
+    small = next(line for line in text.splitlines() if line.startswith("| llama d64 x2 |"))  # size s: first
+    assert "(3 seeds)<br>1.98x" in small  # three seeds, not six: the shared runs counted once
+    best = next(line for line in text.splitlines() if "best shape" in line)
+    assert "0.50x [0.50-0.50] / 0.80x" in best  # dense, then useful (mixer useful 0.5 of dense, Llama 0.8)
+    P.write_csv([{**r, "budget_flops": 1e13} for r in rows], second)
+    assert S.main([str(first), str(second), "--doc", str(doc)]) == 2  # budgets differ: refused
+    assert doc.read_text() == text  # and the doc is untouched
