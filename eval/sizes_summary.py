@@ -1,9 +1,9 @@
 """`python -m eval.sizes_summary DATA.csv [DATA2.csv ...] --doc docs/results/eval.md [--block sizes]`: the
 sizes-and-depths table of the tuned comparison (protocol rule 6), recomputed from committed raw rows.
 
-The CSVs are pooled into one comparison: they must share the FLOP budget (checked) and, by construction of
-the configs, data and validation set; a run present in two of them (cpu-optimum-512 reuses cpu-sizes'
-d64 runs) counts once. One table per n_ctx: a row per size (the Llama shape the other shapes were
+The CSVs are pooled into one comparison per FLOP budget (runs of different budgets are never compared;
+data and validation set are shared by construction of the configs); a run present in two of them
+(cpu-optimum-512 reuses cpu-sizes' d64 runs) counts once. One table per budget and n_ctx: a row per size (the Llama shape the other shapes were
 FLOP-matched to, eval.labels), a column per model variant; each cell is the variant's final validation
 loss at its own best LR, mean [min-max] over its seeds, and the compute multiplier against the same-size
 tuned Llama under both conventions (dense, then useful; > 1: ahead of that Llama). The last row puts each
@@ -24,22 +24,24 @@ from eval.labels import REFERENCE, size_rank, split_label
 from eval.protocol_report import best_lrs, curves, fmt_spread, multiplier, read_rows, tuned_runs
 from stackcore.errors import UserError, run_cli
 
-POOL = "pooled"
 NAMES = {"llama": "Llama", "gpt": "GPT-1 style", "mixer": "flat mixer",
          "mixer-combo": "combined mixer (Toeplitz FFT + 4 heads + gate)"}
 VARIANT_ORDER = ("llama", "gpt", "mixer", "mixer-combo")
 
 
+def pool_name(budget: float) -> str:
+    return f"{budget:.3g} FLOPs"
+
+
 def pooled(paths: list[Path]) -> dict:
-    """The tuned runs of every CSV as one protocol: (POOL, n_ctx, label) -> runs at the label's best LR."""
-    rows, seen, every = [], set(), read_rows(paths)
-    budgets = sorted({r["budget_flops"] for r in every})
-    if budgets[-1] > budgets[0] * 1.01:
-        raise UserError(f"{', '.join(map(str, paths))}: budgets {budgets} differ; pool only one budget's protocols")
-    for r in every:
-        if (r["run"], r["step"]) not in seen:
-            seen.add((r["run"], r["step"]))
-            rows.append({**r, "protocol": POOL})
+    """The tuned runs of every CSV pooled per budget: (pool_name(budget), n_ctx, label) -> runs at the
+    label's best LR. Run names do not carry the budget, so a run is identified by (budget, name)."""
+    rows, seen = [], set()
+    for r in read_rows(paths):
+        key = (pool_name(r["budget_flops"]), r["run"], r["step"])
+        if key not in seen:
+            seen.add(key)
+            rows.append({**r, "protocol": key[0]})
     runs = curves(rows)
     best = best_lrs(runs)
     tuned = tuned_runs(runs, best)
@@ -64,8 +66,8 @@ def cell(runs: list[dict], ref: list[dict] | None, is_ref: bool, shape: bool = F
     return loss if is_ref else f"{loss}<br>{multipliers(runs, ref)}"
 
 
-def table(tuned: dict, n_ctx: int) -> str:
-    labels = [k[2] for k in tuned if k[1] == n_ctx]
+def table(tuned: dict, pool: str, n_ctx: int) -> str:
+    labels = [k[2] for k in tuned if k[:2] == (pool, n_ctx)]
     variants = sorted({split_label(x)[0] for x in labels},
                       key=lambda v: (VARIANT_ORDER.index(v) if v in VARIANT_ORDER else len(VARIANT_ORDER), v))
     sizes = sorted({split_label(x)[1] for x in labels}, key=size_rank)
@@ -73,41 +75,45 @@ def table(tuned: dict, n_ctx: int) -> str:
              "|---|" + "---|" * len(variants)]
     for size in sizes:
         ref_label = f"{REFERENCE}-{size}" if size else REFERENCE
-        ref = tuned.get((POOL, n_ctx, ref_label))
+        ref = tuned.get((pool, n_ctx, ref_label))
         shape = f"{REFERENCE} d{int(ref[0]['d_model'])} x{int(ref[0]['n_layers'])}" if ref else f"({size})"
         cells = []
         for v in variants:
-            runs = tuned.get((POOL, n_ctx, f"{v}-{size}" if size else v))
+            runs = tuned.get((pool, n_ctx, f"{v}-{size}" if size else v))
             cells.append(cell(runs, ref, v == REFERENCE) if runs else "")
         lines.append(f"| {shape} | " + " | ".join(cells) + " |")
     lines.append("| **each variant's best shape, against the best Llama shape** | " +
-                 " | ".join(best_cell(tuned, n_ctx, v, labels) for v in variants) + " |")
+                 " | ".join(best_cell(tuned, pool, n_ctx, v, labels) for v in variants) + " |")
     return "\n".join(lines)
 
 
-def best_of(tuned: dict, n_ctx: int, variant: str, labels: list[str]) -> tuple[list[dict], bool]:
+def best_of(tuned: dict, pool: str, n_ctx: int, variant: str, labels: list[str]) -> tuple[list[dict], bool]:
     """The variant's runs at its lowest-loss shape, and whether that shape is its smallest tried (then
     the optimum is not bracketed: a smaller one might be better still)."""
     mine = [x for x in labels if split_label(x)[0] == variant]
-    best = min(mine, key=lambda x: (float(np.mean([r["final"] for r in tuned[(POOL, n_ctx, x)]])), x))
+    best = min(mine, key=lambda x: (float(np.mean([r["final"] for r in tuned[(pool, n_ctx, x)]])), x))
     two_layer = [x for x in mine if split_label(x)[1] != "deep"]
     smallest = len(two_layer) > 1 and best == min(two_layer, key=lambda x: size_rank(split_label(x)[1]))
-    return tuned[(POOL, n_ctx, best)], smallest
+    return tuned[(pool, n_ctx, best)], smallest
 
 
-def best_cell(tuned: dict, n_ctx: int, variant: str, labels: list[str]) -> str:
-    (runs, smallest), (ref, _) = best_of(tuned, n_ctx, variant, labels), best_of(tuned, n_ctx, REFERENCE, labels)
+def best_cell(tuned: dict, pool: str, n_ctx: int, variant: str, labels: list[str]) -> str:
+    runs, smallest = best_of(tuned, pool, n_ctx, variant, labels)
+    ref, _ = best_of(tuned, pool, n_ctx, REFERENCE, labels)
     note = "<br>(its smallest size tried: optimum not bracketed)" if smallest else ""
     return f"**{cell(runs, ref, variant == REFERENCE, shape=True)}**{note}"
 
 
 def summary(paths: list[Path]) -> str:
     tuned = pooled(paths)
-    if not any(split_label(k[2])[0] == REFERENCE for k in tuned):
-        raise UserError(f"{', '.join(map(str, paths))}: no Llama runs; the table compares every shape with one")
+    for pool, n_ctx in {k[:2] for k in tuned}:
+        if not any(k[:2] == (pool, n_ctx) and split_label(k[2])[0] == REFERENCE for k in tuned):
+            raise UserError(f"{', '.join(map(str, paths))}: no Llama runs at {pool}, n_ctx {n_ctx}; the table "
+                            "compares every shape with one (add the Llama shapes to that protocol)")
     head = (f"<!-- generated by `python -m eval.sizes_summary {' '.join(p.as_posix() for p in paths)}` "
             "(make results); do not edit -->\n")
-    parts = [f"**n_ctx {n_ctx}**\n\n{table(tuned, n_ctx)}\n" for n_ctx in sorted({k[1] for k in tuned}, reverse=True)]
+    groups = sorted({k[:2] for k in tuned}, key=lambda g: (-float(g[0].split()[0]), -g[1]))  # largest first
+    parts = [f"**{pool}, n_ctx {n_ctx}**\n\n{table(tuned, pool, n_ctx)}\n" for pool, n_ctx in groups]
     return head + "\n".join(parts).rstrip("\n")
 
 

@@ -14,8 +14,8 @@ if [ -f docs/results/data/protocol-cpu-sizes.csv ]; then
   # total parameters: the CSV records no model options, and the non-embedding count of a Toeplitz mixer needs them
   $PY -m eval isoflop $(ls docs/results/data/protocol-cpu-*.csv | grep -v cpu-ctx) --params total --out docs/results/isoflop-sizes > /dev/null
   echo "== the sizes-and-depths tables (issue 13, rule 6): docs/results/eval.md"
-  $PY -m eval.sizes_summary docs/results/data/protocol-cpu-sizes.csv \
-      $(ls docs/results/data/protocol-cpu-optimum-*.csv 2>/dev/null) --doc docs/results/eval.md --block sizes > /dev/null
+  $PY -m eval.sizes_summary $(ls docs/results/data/protocol-cpu-*.csv | grep -v cpu-ctx) \
+      --doc docs/results/eval.md --block sizes > /dev/null
 fi
 echo "== the paper's other systems (issue 11): docs/results/objectives.md"
 $PY scripts/objectives_results.py --report > /dev/null

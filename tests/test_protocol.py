@@ -206,6 +206,11 @@ def test_sizes_summary_pools_protocols_once_and_writes_the_marked_block(tmp_path
     assert "(3 seeds)<br>1.98x" in small  # three seeds, not six: the shared runs counted once
     best = next(line for line in text.splitlines() if "best shape" in line)
     assert "0.50x [0.50-0.50] / 0.80x" in best  # dense, then useful (mixer useful 0.5 of dense, Llama 0.8)
-    P.write_csv([{**r, "budget_flops": 1e13} for r in rows], second)
-    assert S.main([str(first), str(second), "--doc", str(doc)]) == 2  # budgets differ: refused
-    assert doc.read_text() == text  # and the doc is untouched
+    P.write_csv([{**r, "budget_flops": 1e13} for r in rows], second)  # same names, another budget
+    assert S.main([str(first), str(second), "--doc", str(doc)]) == 0
+    assert "**1e+13 FLOPs, n_ctx 32**" in doc.read_text() and "**1e+12 FLOPs, n_ctx 32**" in doc.read_text()
+    assert "(3 seeds)<br>1.98x" in doc.read_text().split("1e+12 FLOPs")[1]  # not pooled across budgets
+    P.write_csv([r for r in rows if r["family"] != "llama"], second)
+    before = doc.read_text()
+    assert S.main([str(second), "--doc", str(doc)]) == 2  # no Llama to compare with: refused
+    assert doc.read_text() == before  # and the doc is untouched
