@@ -284,10 +284,13 @@ def _csv_params(row: dict[str, str], params_kind: str) -> float:
 
 
 def series(row: dict[str, str]) -> str:
-    """The curve a row belongs to: its label's variant (`mixer-combo-s` -> `mixer-combo`, `llama-deep` ->
-    `llama`: sizes and depths of one model are points of one parabola; eval.labels), else its family."""
-    variant = split_label(row.get("label") or row["family"])[0]
-    return variant if variant.split("-")[0] == row["family"] else row["family"]
+    """The curve a row belongs to: its label's variant (`mixer-combo-s` -> `mixer-combo`: the widths of one
+    model at 2 layers are points of one parabola; eval.labels), else its family. The 8-layer shapes
+    (`llama-deep`) are a curve of their own: a parabola in parameters assumes one way of growing a model,
+    and mixing depths would bend it."""
+    variant, size = split_label(row.get("label") or row["family"])
+    name = variant if variant.split("-")[0] == row["family"] else row["family"]
+    return f"{name}-deep" if size == "deep" else name
 
 
 def csv_points(path: Path, params_kind: str) -> list[dict[str, Any]]:

@@ -286,7 +286,8 @@ def test_protocol_labels_give_series_and_shared_runs_count_once(tmp_path):
     from eval import protocol as P
 
     assert isoflop.series({"label": "mixer-combo-s", "family": "mixer"}) == "mixer-combo"
-    assert isoflop.series({"label": "llama-deep", "family": "llama"}) == "llama"
+    assert isoflop.series({"label": "llama-deep", "family": "llama"}) == "llama-deep"  # another way of growing
+    assert isoflop.series({"label": "llama-xxs", "family": "llama"}) == "llama"
     assert isoflop.series({"label": "llama", "family": "llama"}) == "llama"
     rows = [{"protocol": "a", "stage": "lr", "label": label, "family": label.split("-")[0], "n_ctx": 128, "lr": 2e-3,
              "seed": 0, "d_model": d, "n_layers": 2, "heads": 4, "params": 1000 * d, "flops_per_token": 1e6,
