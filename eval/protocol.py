@@ -267,9 +267,45 @@ def in_shard(name: str, shard: tuple[int, int]) -> bool:
     return zlib.crc32(name.encode()) % n == k
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(out: Path, name: str, fresh_s: float = 60.0) -> Path | None:
+    """The lock file of run `name`, created exclusively; None while another live worker holds it. Two
+    workers on one plan (a shard started twice, a second unsharded `run`) would otherwise both train one
+    run, and the second's fresh start deletes the first's directory under it. A lock whose process has
+    died is stale and taken over (an empty one only after fresh_s: its writer may be between open and write)."""
+    lock = out / "locks" / f"{name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                text, age = lock.read_text().strip(), time.time() - lock.stat().st_mtime
+            except OSError:  # released between our open and read: try again
+                continue
+            if (text.isdigit() and pid_alive(int(text))) or (not text and age < fresh_s):
+                return None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return lock
+    return None
+
+
 def run_all(proto: Protocol, shard: tuple[int, int] = (0, 1), wait_s: float = 30.0) -> int:
     """Trains every planned run that has not finished, one child process each, re-planning after each
     run (extensions and seed runs depend on finished results); resumable (finished runs are skipped).
+    Each run is claimed by a lock file first (`claim`), so a worker started twice cannot train a run twice.
     With shard (k, n), n workers share the plan: this one trains the runs its hash picks and waits while
     only other workers' runs are left (seed runs appear only when a whole sweep has finished)."""
     from eval.launch import prep_corpus, run_module
@@ -281,19 +317,23 @@ def run_all(proto: Protocol, shard: tuple[int, int] = (0, 1), wait_s: float = 30
         todo = [r for r in plan_runs(proto) if final_val_loss(out / r.name) is None]
         if not todo:
             break
-        mine = [r for r in todo if in_shard(r.name, shard)]
-        if not mine:
+        mine = (r for r in todo if in_shard(r.name, shard))
+        r, lock = next(((r, lock) for r in mine if (lock := claim(out, r.name))), (None, None))
+        if r is None:
             time.sleep(wait_s)  # another worker's runs decide what comes next
             continue
-        r = mine[0]
         print(f"[{p.name}] {len(todo)} runs left; {r.name}", flush=True)
-        shutil.rmtree(out / r.name, ignore_errors=True)  # from scratch: a stale partial run would mix in
         try:
+            if final_val_loss(out / r.name) is not None:  # finished by another worker since we planned
+                continue
+            shutil.rmtree(out / r.name, ignore_errors=True)  # from scratch: a stale partial run would mix in
             run_module(["pretrain.train", *train_argv(proto, r, data)], out / "logs" / f"{r.name}.log")
         except SystemExit as exc:  # a failed (diverged) run is a result: its status says failed
             if final_val_loss(out / r.name) is None:
                 raise
             print(f"  {r.name}: {exc}", flush=True)
+        finally:
+            lock.unlink(missing_ok=True)
         trained += 1
     print(f"[{p.name}] all runs finished ({trained} trained now)")
     return 0

@@ -214,3 +214,65 @@ def test_sizes_summary_pools_protocols_once_and_writes_the_marked_block(tmp_path
     before = doc.read_text()
     assert S.main([str(second), "--doc", str(doc)]) == 2  # no Llama to compare with: refused
     assert doc.read_text() == before  # and the doc is untouched
+
+
+def test_a_run_is_claimed_once_and_a_dead_workers_claim_is_taken_over(tmp_path):
+    import subprocess
+    import sys as _sys
+
+    lock = P.claim(tmp_path, "llama-d32-lr0.001-s0")
+    assert lock is not None and lock.read_text() == str(__import__("os").getpid())
+    assert P.claim(tmp_path, "llama-d32-lr0.001-s0") is None  # held by a live worker (this one)
+    assert P.claim(tmp_path, "another-run") is not None
+    lock.unlink()
+    assert P.claim(tmp_path, "llama-d32-lr0.001-s0") is not None  # released: claimable again
+    dead = subprocess.run([_sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "locks" / "crashed-run.lock"
+    stale.write_text(dead.stdout.strip())  # its worker has exited
+    assert P.claim(tmp_path, "crashed-run") == stale and stale.read_text() != dead.stdout.strip()
+    (tmp_path / "locks" / "being-written.lock").write_text("")  # created, pid not written yet: not stale
+    assert P.claim(tmp_path, "being-written") is None
+
+
+def test_two_workers_on_one_plan_train_every_run_exactly_once(tmp_path):
+    """Two unsharded `run` workers started together (the mistake the lock guards against) share the plan:
+    every run finishes, none is trained twice, and the export has every run's rows."""
+    import os
+    import subprocess
+    import sys as _sys
+
+    path = tmp_path / "p.toml"
+    path.write_text(f"""
+[protocol]
+name = "two-workers"
+corpus = "tinystories/train-head.jsonl"
+vocab = 512
+lrs = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+seeds = [0, 1]
+n_ctx = [16]
+runs_dir = "{(tmp_path / 'runs').as_posix()}"
+budget_flops = 2e8
+evals = 2
+hardware = "test"
+[protocol.train]
+"train.device" = "cpu"
+[[shapes]]
+label = "llama"
+family = "llama"
+d_model = 16
+n_layers = 1
+heads = 2
+""")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [_sys.executable, "-m", "eval.protocol", "run", "--config", str(path)]
+    workers = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    started = [line.split("; ")[-1] for out in outputs for line in out.splitlines() if "runs left; " in line]
+    assert len(started) == len(set(started)) >= 6, outputs  # 5 LRs (+ extensions) and a seed run, once each
+    assert all(out.count("runs left; ") >= 1 for out in outputs)  # both workers did share the work
+    proto = P.load_protocol(path)
+    assert {r.name for r in P.plan_runs(proto)} == set(started)
+    assert all(P.final_val_loss(Path(proto.protocol.runs_dir) / name) is not None for name in started)
+    assert not list((Path(proto.protocol.runs_dir) / "locks").iterdir())  # every claim released
