@@ -28,7 +28,7 @@ from stackcore.errors import run_cli
 from stackcore import rundir
 
 REPO = Path(__file__).resolve().parents[1]
-MAX_EXTENSIONS = 3
+MAX_EXTENSIONS = 4
 CSV_FIELDS = ("protocol", "stage", "label", "family", "n_ctx", "lr", "seed", "d_model", "n_layers", "heads",
               "params", "flops_per_token", "useful_flops_per_token", "step", "tokens", "flops", "flops_useful",
               "wall_s", "train_loss", "val_loss", "val_bpb", "budget_flops", "hardware", "run")
