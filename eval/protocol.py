@@ -311,7 +311,12 @@ def run_all(proto: Protocol, shard: tuple[int, int] = (0, 1), wait_s: float = 30
     from eval.launch import prep_corpus, run_module
     p = proto.protocol
     out = Path(p.runs_dir)
-    data = prep_corpus([str(shared_data() / p.corpus)], out, p.vocab, p.val_fraction)
+    while (prep_lock := claim(out, "prepare-data")) is None:
+        time.sleep(5)  # another worker is tokenizing the corpus; then it is reused, not redone
+    try:
+        data = prep_corpus([str(shared_data() / p.corpus)], out, p.vocab, p.val_fraction)
+    finally:
+        prep_lock.unlink(missing_ok=True)
     trained = 0
     while True:
         todo = [r for r in plan_runs(proto) if final_val_loss(out / r.name) is None]
