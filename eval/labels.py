@@ -6,7 +6,7 @@ from __future__ import annotations
 
 REFERENCE = "llama"
 # smallest to largest at 2 layers, then the deep shape (the order tables list them in)
-SIZE_TAGS = ("xxs", "xs", "s", "", "l", "deep")
+SIZE_TAGS = ("xxxs", "xxs", "xs", "s", "", "l", "deep")
 
 
 def split_label(label: str) -> tuple[str, str]:
