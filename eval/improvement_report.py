@@ -14,11 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from eval.labels import REFERENCE
 from stackcore.atomic import atomic_write_text
 from stackcore.errors import UserError, run_cli
 
 DEFAULT_BLOCK = "variant-table"
-REFERENCE, BASELINE = "llama", "mixer"
+BASELINE = "mixer"
 
 # One line per screened shape: why it might beat the flat mixer per FLOP at n_ctx 512.
 HYPOTHESES = {

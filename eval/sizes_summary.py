@@ -21,7 +21,7 @@ import numpy as np
 from eval.curves import mean_spread
 from eval.improvement_report import update_doc
 from eval.labels import REFERENCE, size_rank, split_label
-from eval.protocol_report import best_lrs, curves, fmt_spread, multiplier, read_rows, tuned_runs
+from eval.protocol_report import best_lrs, curves, fmt_spread, read_rows, tuned_runs, versus
 from stackcore.errors import UserError, run_cli
 
 NAMES = {"llama": "Llama", "gpt": "GPT-1 style", "mixer": "flat mixer",
@@ -51,19 +51,12 @@ def pooled(paths: list[Path]) -> dict:
     return tuned
 
 
-def multipliers(runs: list[dict], ref: list[dict] | None) -> str:
-    if not ref:
-        return "no Llama of this size"
-    dense, useful = multiplier(runs, ref, "x"), multiplier(runs, ref, "xu")
-    return f"{fmt_spread(dense, 2, 'x')} / {fmt_spread(useful, 2, 'x')}"
-
-
 def cell(runs: list[dict], ref: list[dict] | None, is_ref: bool, shape: bool = False) -> str:
     c = runs[0]
     where = f"d{int(c['d_model'])}x{int(c['n_layers'])}: " if shape else ""
     edge = " at the sweep's edge" if c.get("lr_edge") else ""
     loss = f"{where}{fmt_spread(mean_spread([r['final'] for r in runs]))} @{c['lr']:g}{edge} ({len(runs)} seeds)"
-    return loss if is_ref else f"{loss}<br>{multipliers(runs, ref)}"
+    return loss if is_ref else f"{loss}<br>{' / '.join(versus(runs, ref))}"
 
 
 def table(tuned: dict, pool: str, n_ctx: int) -> str:

@@ -18,19 +18,7 @@ from stackcore import rundir
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny_protocol(tmp_path: Path, lrs=(1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2)) -> Path:
-    path = tmp_path / "p.toml"
-    path.write_text(f"""
-[protocol]
-name = "t"
-corpus = "tinystories/train-head.jsonl"
-vocab = 2048
-lrs = {list(lrs)}
-seeds = [0, 1, 2]
-n_ctx = [32]
-runs_dir = "{(tmp_path / 'runs').as_posix()}"
-budget_flops = 1e9
-hardware = "test"
+LLAMA_AND_MIXER = """
 [[shapes]]
 label = "llama"
 family = "llama"
@@ -42,7 +30,27 @@ label = "mixer"
 family = "mixer"
 match = "llama"
 heads = 1
-""")
+"""
+
+
+def tiny_protocol(tmp_path: Path, lrs=(1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2), *, name: str = "t", vocab: int = 2048,
+                  seeds=(0, 1, 2), n_ctx: int = 32, budget: float = 1e9, extra: str = "",
+                  shapes: str = LLAMA_AND_MIXER) -> Path:
+    """A protocol TOML for tests; `extra` goes at the end of [protocol] (more keys or sub-tables)."""
+    path = tmp_path / "p.toml"
+    path.write_text(f"""
+[protocol]
+name = "{name}"
+corpus = "tinystories/train-head.jsonl"
+vocab = {vocab}
+lrs = {list(lrs)}
+seeds = {list(seeds)}
+n_ctx = [{n_ctx}]
+runs_dir = "{(tmp_path / 'runs').as_posix()}"
+budget_flops = {budget:g}
+hardware = "test"
+{extra}
+{shapes}""")
     return path
 
 
@@ -241,28 +249,9 @@ def test_two_workers_on_one_plan_train_every_run_exactly_once(tmp_path):
     import subprocess
     import sys as _sys
 
-    path = tmp_path / "p.toml"
-    path.write_text(f"""
-[protocol]
-name = "two-workers"
-corpus = "tinystories/train-head.jsonl"
-vocab = 512
-lrs = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
-seeds = [0, 1]
-n_ctx = [16]
-runs_dir = "{(tmp_path / 'runs').as_posix()}"
-budget_flops = 2e8
-evals = 2
-hardware = "test"
-[protocol.train]
-"train.device" = "cpu"
-[[shapes]]
-label = "llama"
-family = "llama"
-d_model = 16
-n_layers = 1
-heads = 2
-""")
+    path = tiny_protocol(tmp_path, (1e-3, 3e-3, 1e-2, 3e-2, 1e-1), name="two-workers", vocab=512, seeds=(0, 1),
+                         n_ctx=16, budget=2e8, extra='evals = 2\n[protocol.train]\n"train.device" = "cpu"',
+                         shapes='[[shapes]]\nlabel = "llama"\nfamily = "llama"\nd_model = 16\nn_layers = 1\nheads = 2\n')
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [_sys.executable, "-m", "eval.protocol", "run", "--config", str(path)]
     workers = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
